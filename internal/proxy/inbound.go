@@ -1,0 +1,268 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	security "istio.io/api/security/v1beta1"
+)
+
+const (
+	bodyDenied     = "RBAC: access denied"
+	bodyJWTInvalid = "Jwt verification fails"
+)
+
+// peekedConn reads first what sniffing left buffered in r, then the connection itself,
+// and hands r back to the pool as soon as it is empty.
+type peekedConn struct {
+	net.Conn
+	r    *bufio.Reader
+	bufs *bufPools
+}
+
+func (pc *peekedConn) Read(b []byte) (int, error) {
+	if pc.r != nil {
+		if pc.r.Buffered() > 0 {
+			return pc.r.Read(b)
+		}
+		pc.bufs.putReader(pc.r)
+		pc.r = nil
+	}
+	return pc.Conn.Read(b)
+}
+
+func (pc *peekedConn) release() {
+	if pc.r != nil {
+		pc.bufs.putReader(pc.r)
+		pc.r = nil
+	}
+}
+
+// CloseWrite half-closes when the underlying connection can.
+func (pc *peekedConn) CloseWrite() error {
+	if cw, ok := pc.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// originalDst returns the captured connection's original destination, or an invalid
+// AddrPort when the connection was not redirected (explicit mode).
+func (p *Proxy) originalDst(c net.Conn) netip.AddrPort {
+	if p.cfg.OriginalDst == nil {
+		return netip.AddrPort{}
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	dst, err := p.cfg.OriginalDst(tc)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok && la.AddrPort() == dst {
+		return netip.AddrPort{} // not redirected: the socket's own address
+	}
+	return dst
+}
+
+func (p *Proxy) appFor(port uint32) *appTarget {
+	for _, a := range p.apps {
+		if uint32(a.addr.Port()) == port {
+			return a
+		}
+	}
+	return p.apps[0]
+}
+
+func (c *compiled) mtlsMode(port uint32) security.PeerAuthentication_MutualTLS_Mode {
+	if c.pol.PeerAuthn == nil {
+		return security.PeerAuthentication_MutualTLS_PERMISSIVE
+	}
+	m := c.pol.PeerAuthn.MTLSMode(port)
+	if m == security.PeerAuthentication_MutualTLS_UNSET {
+		return security.PeerAuthentication_MutualTLS_PERMISSIVE
+	}
+	return m
+}
+
+// handleInbound runs one inbound connection: decide mTLS or plaintext per the
+// PeerAuthentication mode of its port, authenticate the peer, detect the protocol and
+// hand over to the HTTP/1.1, HTTP/2 or TCP path, which authorize and forward to the app.
+func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
+	cs := p.newConnState(Inbound, c)
+	defer p.endConn(cs)
+	st := p.state.Load()
+
+	// Which app port is this for? Original destination when captured; the SNI after
+	// the handshake otherwise; else the first app.
+	var port uint32
+	if od := p.originalDst(c); od.IsValid() {
+		port = uint32(od.Port())
+		cs.dst = od
+	}
+	br := p.bufs.reader(c)
+	pc := &peekedConn{Conn: c, r: br, bufs: &p.bufs}
+	defer pc.release()
+
+	mode := security.PeerAuthentication_MutualTLS_UNSET
+	if port != 0 {
+		mode = st.mtlsMode(port)
+	}
+	first := protoTLS
+	if mode != security.PeerAuthentication_MutualTLS_STRICT {
+		var err error
+		if first, err = sniff(c, br, p.cfg.ProtocolDetectionTimeout, classifyFirst); err != nil {
+			return
+		}
+	}
+	var conn net.Conn = pc
+	var rd *bufio.Reader
+	if first == protoTLS {
+		tc := tls.Server(pc, p.serverTLS)
+		hctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			p.handshakeFailed(Inbound, "tls handshake", "peer", cs.src.String(), "err", err)
+			return
+		}
+		state := tc.ConnectionState()
+		cs.setTLS(state)
+		if port == 0 {
+			if _, sp, ok := parseIstioSNI(state.ServerName); ok {
+				port = sp
+			}
+		}
+		if port == 0 {
+			port = uint32(p.apps[0].addr.Port())
+		}
+		if mode == security.PeerAuthentication_MutualTLS_UNSET {
+			mode = st.mtlsMode(port)
+		}
+		if mode == security.PeerAuthentication_MutualTLS_DISABLE {
+			p.handshakeFailed(Inbound, "mTLS to a port whose PeerAuthentication mode is DISABLE", "peer", cs.src.String(), "port", port)
+			return
+		}
+		leaf := state.PeerCertificates[0]
+		peerID, err := x509svid.IDFromCert(leaf)
+		if err != nil { // VerifyConnection already checked it; fail closed anyway
+			p.handshakeFailed(Inbound, "peer certificate has no SPIFFE ID", "err", err)
+			return
+		}
+		cs.peerPrincipal = principalOf(peerID)
+		if id := p.ident.Load(); id != nil {
+			cs.xfcc = xfccValue(id.id, leaf, peerID)
+			cs.xfccHeader = "x-forwarded-client-cert: " + cs.xfcc + "\r\n"
+		}
+		cs.mode = mode.String()
+		conn = tc
+		rd = p.bufs.reader(tc)
+		switch state.NegotiatedProtocol {
+		case alpnIstioH2, alpnH2:
+			cs.proto = protoH2
+		case alpnIstioHTTP1, alpnHTTP1:
+			cs.proto = protoHTTP1
+		case alpnIstioTCP:
+			cs.proto = protoTCP
+		default:
+			if cs.proto, err = sniff(tc, rd, p.cfg.ProtocolDetectionTimeout, classifyPlain); err != nil {
+				return
+			}
+		}
+	} else {
+		if port == 0 {
+			port = uint32(p.apps[0].addr.Port())
+			mode = st.mtlsMode(port)
+		}
+		if mode == security.PeerAuthentication_MutualTLS_STRICT {
+			p.handshakeFailed(Inbound, "plaintext connection to a STRICT port", "peer", cs.src.String(), "port", port)
+			return
+		}
+		cs.mode = mode.String()
+		cs.proto = first
+		rd = br
+		pc.r = nil // rd owns the buffered bytes now
+	}
+	defer func() {
+		if rd != nil {
+			p.bufs.putReader(rd)
+		}
+	}()
+	cs.app = p.appFor(port)
+
+	switch cs.proto {
+	case protoHTTP1:
+		p.serveHTTP1(ctx, cs, conn, rd)
+	case protoH2:
+		h2c := &peekedConn{Conn: conn, r: rd, bufs: &p.bufs}
+		rd = nil
+		p.serveH2(ctx, cs, h2c)
+		h2c.release()
+	default:
+		p.serveInboundTCP(ctx, cs, conn, rd)
+	}
+}
+
+// admit runs JWT authentication (HTTP only; target is the raw request target, since
+// fromParams reads the query) and then authorization for one inbound request. It
+// returns 0 to forward, or the status to answer with, and the deciding Decision.
+func (p *Proxy) admit(ctx context.Context, cs *connState, st *compiled, r *Request, target string) (int, *Decision) {
+	if r.HTTP && st.pol.RequestAuthn != nil {
+		auth, err := st.pol.RequestAuthn.Authenticate(ctx, r.Headers, target)
+		if err != nil {
+			p.log.Debug("request authentication failed", "peer", cs.peerPrincipal, "path", r.Path, "err", err)
+			return 401, nil
+		}
+		r.Auth = auth
+	}
+	if st.pol.Authorizer == nil {
+		return 0, nil
+	}
+	d := st.pol.Authorizer.Authorize(ctx, r)
+	if d.Policy != "" {
+		if old := cs.policy.Load(); old == nil || *old != d.Policy {
+			pol := d.Policy
+			cs.policy.Store(&pol)
+		}
+	}
+	if !d.Allow {
+		p.log.Debug("request denied", "peer", cs.peerPrincipal, "policy", d.Policy, "reason", d.Reason)
+		return 403, &d
+	}
+	return 0, &d
+}
+
+func (cs *connState) request() Request {
+	return Request{
+		SourcePrincipal: cs.peerPrincipal,
+		Source:          cs.src,
+		Destination:     cs.dst,
+		SNI:             cs.sni,
+	}
+}
+
+// internMethod avoids allocating for the common methods.
+func internMethod(b []byte) string {
+	for _, m := range httpMethods {
+		if len(b) == len(m)-1 && string(b) == m[:len(m)-1] {
+			return m[:len(m)-1]
+		}
+	}
+	return string(b)
+}
+
+func isXFCC(name []byte) bool { return equalFoldASCII(name, "x-forwarded-client-cert") }
+
+// pathOnly strips the query for matching (Istio matches paths without the query).
+func pathOnly(target string) string {
+	if i := strings.IndexByte(target, '?'); i >= 0 {
+		return target[:i]
+	}
+	return target
+}

@@ -1,0 +1,296 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
+
+	"github.com/meshguard/meshguard/internal/meshtest"
+	"github.com/meshguard/meshguard/internal/proxy"
+)
+
+const (
+	echoHost   = "echo.default.svc.cluster.local"
+	serverPath = "/ns/default/sa/echo"
+	clientPath = "/ns/default/sa/client"
+)
+
+// modes is a PeerAuthn with a default and port-level overrides.
+type modes struct {
+	def   security.PeerAuthentication_MutualTLS_Mode
+	ports map[uint32]security.PeerAuthentication_MutualTLS_Mode
+}
+
+func (m modes) MTLSMode(port uint32) security.PeerAuthentication_MutualTLS_Mode {
+	if v, ok := m.ports[port]; ok {
+		return v
+	}
+	return m.def
+}
+
+func strict() modes { return modes{def: security.PeerAuthentication_MutualTLS_STRICT} }
+
+// authorizerFunc adapts a function to proxy.Authorizer.
+type authorizerFunc func(r *proxy.Request) proxy.Decision
+
+func (f authorizerFunc) Authorize(_ context.Context, r *proxy.Request) proxy.Decision { return f(r) }
+
+// drTLS is a DestinationRules answering one setting for every host.
+type drTLS struct{ s *networking.ClientTLSSettings }
+
+func (d drTLS) ClientTLS(string, uint32) *networking.ClientTLSSettings { return d.s }
+
+// pair is a client sidecar whose outbound listener reaches echoHost:80, served by a
+// server sidecar in front of the app.
+type pair struct {
+	ca           *testCA
+	server       *meshtest.Sidecar
+	client       *meshtest.Sidecar
+	serverCerts  *certSource
+	clientCerts  *certSource
+	outbound     string // http://127.0.0.1:PORT
+	outboundAddr netip.AddrPort
+}
+
+type pairOptions struct {
+	app          netip.AddrPort
+	serverPolicy proxy.Policy
+	// serverIdentity is the path the server's certificate carries (default serverPath);
+	// the registry always says serverPath serves echoHost.
+	serverIdentity string
+	clientTLS      *networking.ClientTLSSettings
+	drain          time.Duration
+}
+
+func startPair(t *testing.T, o pairOptions) *pair {
+	t.Helper()
+	ca := newTestCA(t, "cluster.local")
+	if o.serverIdentity == "" {
+		o.serverIdentity = serverPath
+	}
+	pr := &pair{ca: ca}
+	pr.serverCerts = newCertSource(ca.svid(t, o.serverIdentity, time.Time{}, time.Time{}), ca.bundle())
+	pr.server = meshtest.StartSidecar(t, meshtest.SidecarOptions{
+		Certs: pr.serverCerts, Apps: []netip.AddrPort{o.app}, Policy: &o.serverPolicy, Drain: o.drain,
+	})
+	svc := proxy.Service{
+		Host:  echoHost,
+		Ports: []proxy.ServicePort{{Number: 80, Name: "http"}},
+		Endpoints: []proxy.Endpoint{{
+			Address:  "127.0.0.1",
+			Ports:    map[string]uint32{"http": uint32(pr.server.Inbound.Port())},
+			Identity: ca.id(serverPath),
+		}},
+	}
+	cpol := &proxy.Policy{Services: []proxy.Service{svc}}
+	if o.clientTLS != nil {
+		cpol.Destinations = drTLS{o.clientTLS}
+	}
+	pr.clientCerts = newCertSource(ca.svid(t, clientPath, time.Time{}, time.Time{}), ca.bundle())
+	pr.client = meshtest.StartSidecar(t, meshtest.SidecarOptions{
+		Certs: pr.clientCerts, Apps: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")},
+		Outbound: []proxy.ExplicitOutbound{{Host: echoHost, Port: 80}}, Policy: cpol,
+	})
+	pr.outboundAddr = pr.client.Outbound[0]
+	pr.outbound = "http://" + pr.outboundAddr.String()
+	return pr
+}
+
+func httpClient() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+}
+
+func get(t *testing.T, c *http.Client, url string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	return resp, string(b)
+}
+
+func TestSidecarPairHTTP1(t *testing.T) {
+	echo := meshtest.StartEcho(t)
+	pr := startPair(t, pairOptions{app: echo.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}})
+	c := httpClient()
+
+	t.Run("GET with XFCC from the verified peer", func(t *testing.T) {
+		resp, body := get(t, c, pr.outbound+"/hello?size=1024", map[string]string{
+			"X-Forwarded-Client-Cert": "By=spiffe://evil;URI=spiffe://cluster.local/ns/default/sa/admin",
+		})
+		if resp.StatusCode != 200 || len(body) != 1024 {
+			t.Fatalf("GET = %d with %d bytes, want 200 with 1024", resp.StatusCode, len(body))
+		}
+		if got := resp.Header.Get("X-Echo-Xfcc-Count"); got != "1" {
+			t.Errorf("app saw %s XFCC headers, want 1 (the forged one removed)", got)
+		}
+		xfcc := resp.Header.Get("X-Echo-Xfcc")
+		want := fmt.Sprintf(`By=spiffe://cluster.local%s;Hash=`, serverPath)
+		if !strings.HasPrefix(xfcc, want) || !strings.HasSuffix(xfcc, `;Subject="";URI=spiffe://cluster.local`+clientPath) {
+			t.Errorf("XFCC = %q, want By=<server>;Hash=…;Subject=\"\";URI=<client>", xfcc)
+		}
+	})
+	t.Run("POST body, chunked and content-length", func(t *testing.T) {
+		for _, chunked := range []bool{false, true} {
+			payload := strings.Repeat("abcdefgh", 5000)
+			var body io.Reader = strings.NewReader(payload)
+			if chunked {
+				body = io.MultiReader(strings.NewReader(payload)) // unknown length: chunked
+			}
+			req, _ := http.NewRequest(http.MethodPost, pr.outbound+"/post", body)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("POST (chunked=%v): %v", chunked, err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(got) != payload {
+				t.Errorf("POST (chunked=%v) = %d, %d bytes; want 200 echoing %d bytes", chunked, resp.StatusCode, len(got), len(payload))
+			}
+		}
+	})
+	t.Run("keep-alive reuses one downstream connection", func(t *testing.T) {
+		before := len(pr.server.Proxy.Connections())
+		for i := range 20 {
+			resp, _ := get(t, c, pr.outbound+fmt.Sprintf("/n/%d", i), nil)
+			if resp.StatusCode != 200 {
+				t.Fatalf("request %d = %d", i, resp.StatusCode)
+			}
+		}
+		if after := len(pr.server.Proxy.Connections()); after > before+1 {
+			t.Errorf("server sidecar has %d connections after 20 sequential requests, was %d: upstream not pooled", after, before)
+		}
+	})
+	t.Run("admin connection listing", func(t *testing.T) {
+		var found bool
+		for _, ci := range pr.server.Proxy.Connections() {
+			if ci.Direction == "inbound" && ci.PeerSPIFFEID == "spiffe://cluster.local"+clientPath {
+				found = true
+				if ci.TLSVersion != "TLS 1.3" || ci.KeyExchange != "X25519MLKEM768" || ci.Mode != "STRICT" {
+					t.Errorf("inbound conn = %+v, want TLS 1.3, X25519MLKEM768, STRICT", ci)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no inbound connection from the client identity in %+v", pr.server.Proxy.Connections())
+		}
+	})
+}
+
+// mtlsDial connects straight to an inbound listener as a mesh client would.
+func mtlsDial(t *testing.T, addr netip.AddrPort, svid *x509svid.SVID, sni string, alpn ...string) (*tls.Conn, error) {
+	t.Helper()
+	cert := tls.Certificate{PrivateKey: svid.PrivateKey}
+	for _, c := range svid.Certificates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	d := &tls.Dialer{Config: &tls.Config{
+		Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true, ServerName: sni, NextProtos: alpn,
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*tls.Conn)
+	// TLS 1.3 reports a refused client certificate on the first read.
+	fmt.Fprintf(tc, "GET /probe HTTP/1.1\r\nHost: x\r\n\r\n")
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	resp.Body.Close()
+	tc.SetReadDeadline(time.Time{})
+	return tc, nil
+}
+
+func plainGet(addr netip.AddrPort) (int, error) {
+	c := httpClient()
+	resp, err := c.Get("http://" + addr.String() + "/plain")
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func TestInboundPeerAuthentication(t *testing.T) {
+	echo := meshtest.StartEcho(t)
+	ca := newTestCA(t, "cluster.local")
+	foreign := newTestCA(t, "cluster.local")
+	port := uint32(echo.Addr.Port())
+	cases := []struct {
+		name      string
+		mode      proxy.PeerAuthn
+		client    *x509svid.SVID // nil: plaintext
+		sni       string
+		wantAdmit bool
+	}{
+		{"STRICT admits mTLS", strict(), ca.svid(t, clientPath, time.Time{}, time.Time{}), "", true},
+		{"STRICT refuses plaintext", strict(), nil, "", false},
+		{"STRICT refuses a foreign CA", strict(), foreign.svid(t, clientPath, time.Time{}, time.Time{}), "", false},
+		{"STRICT refuses an expired certificate", strict(), ca.svid(t, clientPath, time.Now().Add(-3*time.Hour), time.Now().Add(-time.Hour)), "", false},
+		{"PERMISSIVE admits mTLS", nil, ca.svid(t, clientPath, time.Time{}, time.Time{}), "", true},
+		{"PERMISSIVE admits plaintext", nil, nil, "", true},
+		{"PERMISSIVE still refuses a foreign CA", nil, foreign.svid(t, clientPath, time.Time{}, time.Time{}), "", false},
+		{"DISABLE admits plaintext", modes{def: security.PeerAuthentication_MutualTLS_DISABLE}, nil, "", true},
+		{"DISABLE refuses mTLS", modes{def: security.PeerAuthentication_MutualTLS_DISABLE}, ca.svid(t, clientPath, time.Time{}, time.Time{}), "", false},
+		{"port-level STRICT over namespace PERMISSIVE refuses plaintext",
+			modes{def: security.PeerAuthentication_MutualTLS_PERMISSIVE, ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{port: security.PeerAuthentication_MutualTLS_STRICT}}, nil, "", false},
+		{"port-level DISABLE over namespace STRICT admits plaintext",
+			modes{def: security.PeerAuthentication_MutualTLS_STRICT, ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{port: security.PeerAuthentication_MutualTLS_DISABLE}}, nil, "", true},
+		{"port from SNI: STRICT port admits mTLS",
+			modes{def: security.PeerAuthentication_MutualTLS_DISABLE, ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{9080: security.PeerAuthentication_MutualTLS_STRICT}},
+			ca.svid(t, clientPath, time.Time{}, time.Time{}), "outbound_.9080_._." + echoHost, true},
+		{"port from SNI: DISABLE port refuses mTLS",
+			modes{def: security.PeerAuthentication_MutualTLS_STRICT, ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{9080: security.PeerAuthentication_MutualTLS_DISABLE}},
+			ca.svid(t, clientPath, time.Time{}, time.Time{}), "outbound_.9080_._." + echoHost, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			certs := newCertSource(ca.svid(t, serverPath, time.Time{}, time.Time{}), ca.bundle())
+			sc := meshtest.StartSidecar(t, meshtest.SidecarOptions{Certs: certs, Apps: []netip.AddrPort{echo.Addr}, Policy: &proxy.Policy{PeerAuthn: tc.mode}})
+			var err error
+			if tc.client != nil {
+				var c *tls.Conn
+				if c, err = mtlsDial(t, sc.Inbound, tc.client, tc.sni, "http/1.1"); err == nil {
+					c.Close()
+				}
+			} else {
+				var code int
+				if code, err = plainGet(sc.Inbound); err == nil && code != 200 {
+					err = fmt.Errorf("status %d", code)
+				}
+			}
+			if admitted := err == nil; admitted != tc.wantAdmit {
+				t.Errorf("admitted = %v (err %v), want %v", admitted, err, tc.wantAdmit)
+			}
+		})
+	}
+}
