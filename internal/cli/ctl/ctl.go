@@ -15,6 +15,8 @@ func NewCmd(env *cmdenv.Env) *cobra.Command {
 		Short: "Operate a mesh: PKI, tokens, config validation, authorization checks, status",
 	}
 	// One line per command group, one file per group in this package.
-	c.AddCommand()
+	c.AddCommand(
+		newValidateCmd(env),
+	)
 	return c
 }
