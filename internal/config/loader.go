@@ -123,23 +123,36 @@ func (l *Loader) LoadFiles(ctx context.Context, files ...File) (*Snapshot, Warni
 			return nil, nil, err
 		}
 		for i, doc := range splitDocuments(f.Data) {
-			r := &reporter{base: Problem{Source: Source{File: f.Name, Doc: i}}, problems: &problems, warnings: &warnings}
+			src := Source{File: f.Name, Doc: i}
+			r := &reporter{base: Problem{Source: src}, problems: &problems, warnings: &warnings}
 			d := parseDocument(r, doc, defNS)
 			if d == nil || d.apiVersion == "" || d.kind == "" {
 				continue
 			}
-			switch {
-			case d.kind == "IstioOperator" && d.apiVersion == "install.istio.io/v1alpha1":
-				if m, ok := decodeIstioOperator(r, d); ok {
-					meshes = append(meshes, m)
+			docs := []*rawDoc{d}
+			if d.kind == "List" && d.apiVersion == "v1" {
+				// `kubectl get -o yaml` output: each item is a document of its own,
+				// reported with the List's DOC_INDEX.
+				docs = listItems(r, d, defNS, &problems, &warnings)
+			}
+			for _, d := range docs {
+				r := &reporter{base: Problem{Source: src, Kind: d.kind, Namespace: d.meta.Namespace, Name: d.meta.Name}, problems: &problems, warnings: &warnings}
+				if d.apiVersion == "" || d.kind == "" {
+					continue
 				}
-			case d.kind == "ConfigMap" && d.apiVersion == "v1":
-				if m, ok := decodeConfigMap(r, d); ok {
-					configMaps = append(configMaps, m)
-				}
-			default:
-				if o, empty, ok := decodeObject(r, d); ok {
-					objs = append(objs, decoded{obj: o, rep: r.base, empty: empty})
+				switch {
+				case d.kind == "IstioOperator" && d.apiVersion == "install.istio.io/v1alpha1":
+					if m, ok := decodeIstioOperator(r, d); ok {
+						meshes = append(meshes, m)
+					}
+				case d.kind == "ConfigMap" && d.apiVersion == "v1":
+					if m, ok := decodeConfigMap(r, d); ok {
+						configMaps = append(configMaps, m)
+					}
+				default:
+					if o, empty, ok := decodeObject(r, d); ok {
+						objs = append(objs, decoded{obj: o, rep: r.base, empty: empty})
+					}
 				}
 			}
 		}
@@ -264,3 +277,28 @@ func decodeJSON(js []byte) (any, error) {
 }
 
 func idx(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
+
+// listItems unpacks a v1 List into its items.
+func listItems(r *reporter, d *rawDoc, defNS string, problems, warnings *[]Problem) []*rawDoc {
+	checkTopLevel(r, d.body, "apiVersion", "kind", "metadata", "items")
+	items, ok := d.body["items"].([]any)
+	if !ok {
+		if d.body["items"] != nil {
+			r.errorf("items", "got %s, want a list", jsonType(d.body["items"]))
+		}
+		return nil
+	}
+	var out []*rawDoc
+	for i, item := range items {
+		ir := &reporter{base: Problem{Source: d.src}, problems: problems, warnings: warnings}
+		js, err := json.Marshal(item)
+		if err != nil {
+			ir.errorf(idx("items", i), "cannot re-encode as JSON: %v", err)
+			continue
+		}
+		if it := parseDocument(ir, js, defNS); it != nil {
+			out = append(out, it)
+		}
+	}
+	return out
+}
