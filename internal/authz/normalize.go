@@ -63,6 +63,10 @@ func (n Normalization) String() string {
 // Decoding happens once: %252F stays %252F, so nothing decodes into a new escape that a
 // second pass would see differently.
 func NormalizePath(target string, n Normalization) (string, error) {
+	// NUL anywhere in the target, query included, is rejected (Envoy checks :path whole).
+	if strings.IndexByte(target, 0) >= 0 || strings.Contains(target, "%00") {
+		return "", &InvalidRequestError{Field: "path", Reason: "contains NUL (%00)"}
+	}
 	if i := strings.IndexByte(target, '#'); i >= 0 {
 		target = target[:i]
 	}
@@ -92,9 +96,6 @@ func normalizePathOnly(p string, n Normalization) (string, error) {
 	if p == "" || p[0] != '/' {
 		return "", &InvalidRequestError{Field: "path", Reason: fmt.Sprintf("%q is not an absolute path", truncate(p))}
 	}
-	if strings.IndexByte(p, 0) >= 0 || strings.Contains(p, "%00") {
-		return "", &InvalidRequestError{Field: "path", Reason: "contains NUL (%00)"}
-	}
 	if n == NormalizeNone {
 		return p, nil
 	}
@@ -102,6 +103,7 @@ func normalizePathOnly(p string, n Normalization) (string, error) {
 		return p, nil
 	}
 	b := make([]byte, 0, len(p))
+	kept := 0
 	// Pass 1: single percent-decoding of the characters Istio decodes, and backslashes.
 	for i := 0; i < len(p); i++ {
 		c := p[i]
@@ -115,6 +117,7 @@ func normalizePathOnly(p string, n Normalization) (string, error) {
 			default:
 				// Keep the escape, with upper-case hex as RFC 3986 recommends.
 				b = append(b, '%', upperHex(p[i+1]), upperHex(p[i+2]))
+				kept++
 				i += 2
 				continue
 			}
@@ -124,6 +127,11 @@ func normalizePathOnly(p string, n Normalization) (string, error) {
 			c = '/'
 		}
 		b = append(b, c)
+	}
+	// Decoding once must not assemble a new escape ("%2%66" gives "%2f"): a backend that
+	// decodes again would see a path the policy never saw. Fail closed.
+	if countEscapes(b) != kept {
+		return "", &InvalidRequestError{Field: "path", Reason: "percent-decoding forms a new percent-escape (double-encoding)"}
 	}
 	b = removeDotSegments(b)
 	if n >= NormalizeMergeSlashes {
@@ -150,6 +158,16 @@ func needsNormalizing(p string, n Normalization) bool {
 		}
 	}
 	return false
+}
+
+func countEscapes(b []byte) int {
+	n := 0
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' && isHex(b[i+1]) && isHex(b[i+2]) {
+			n++
+		}
+	}
+	return n
 }
 
 // removeDotSegments implements RFC 3986 section 5.2.4 over an absolute path. ".." at the

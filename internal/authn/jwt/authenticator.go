@@ -81,7 +81,9 @@ type rule struct {
 	keys           *keySource
 }
 
-func (r *rule) String() string { return fmt.Sprintf("%s jwtRules[%d] (issuer %q)", r.policy, r.index, r.issuer) }
+func (r *rule) String() string {
+	return fmt.Sprintf("%s jwtRules[%d] (issuer %q)", r.policy, r.index, r.issuer)
+}
 
 // defaultLocations are Istio's when a rule names none: Authorization: Bearer, then the
 // access_token query parameter.
@@ -125,7 +127,9 @@ func New(policies []*config.Object, opts Options) (*Authenticator, error) {
 }
 
 func (a *Authenticator) compileRule(policy string, i int, jr *security.JWTRule, shared map[string]*keySource) (*rule, error) {
-	field := func(f string) string { return fmt.Sprintf("RequestAuthentication %s: spec.jwtRules[%d].%s", policy, i, f) }
+	field := func(f string) string {
+		return fmt.Sprintf("RequestAuthentication %s: spec.jwtRules[%d].%s", policy, i, f)
+	}
 	r := &rule{
 		policy: policy, index: i, issuer: jr.GetIssuer(), audiences: jr.GetAudiences(),
 		forward: jr.GetForwardOriginalToken(), payloadHeader: jr.GetOutputPayloadToHeader(),
