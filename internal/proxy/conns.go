@@ -35,6 +35,8 @@ type connState struct {
 	app   *appTarget // inbound
 	route *route     // outbound
 
+	// ready is set once the fields above are final; info reads them only after.
+	ready    atomic.Bool
 	idle     atomic.Bool
 	requests atomic.Int64
 	policy   atomic.Pointer[string] // last admitting policy
@@ -43,23 +45,22 @@ type connState struct {
 // ConnInfo is one live connection as the admin endpoint lists it (and `ctl tls-check`
 // reads it).
 type ConnInfo struct {
-	ID             uint64    `json:"id"`
-	Direction      string    `json:"direction"`
-	Protocol       string    `json:"protocol"`
-	Source         string    `json:"source"`
-	Destination    string    `json:"destination"`
-	Start          time.Time `json:"start"`
-	Mode           string    `json:"mode"`
-	TLSVersion     string    `json:"tlsVersion,omitempty"`
-	CipherSuite    string    `json:"cipherSuite,omitempty"`
-	KeyExchange    string    `json:"keyExchange,omitempty"`
-	SNI            string    `json:"sni,omitempty"`
-	PeerSPIFFEID   string    `json:"peerSpiffeId,omitempty"`
-	LocalSPIFFEID  string    `json:"localSpiffeId,omitempty"`
-	Host           string    `json:"host,omitempty"`
-	Requests       int64     `json:"requests"`
-	AdmittedBy     string    `json:"admittedBy,omitempty"`
-	UpstreamPeerID string    `json:"upstreamPeerSpiffeId,omitempty"`
+	ID            uint64    `json:"id"`
+	Direction     string    `json:"direction"`
+	Protocol      string    `json:"protocol"`
+	Source        string    `json:"source"`
+	Destination   string    `json:"destination"`
+	Start         time.Time `json:"start"`
+	Mode          string    `json:"mode"`
+	TLSVersion    string    `json:"tlsVersion,omitempty"`
+	CipherSuite   string    `json:"cipherSuite,omitempty"`
+	KeyExchange   string    `json:"keyExchange,omitempty"`
+	SNI           string    `json:"sni,omitempty"`
+	PeerSPIFFEID  string    `json:"peerSpiffeId,omitempty"`
+	LocalSPIFFEID string    `json:"localSpiffeId,omitempty"`
+	Host          string    `json:"host,omitempty"`
+	Requests      int64     `json:"requests"`
+	AdmittedBy    string    `json:"admittedBy,omitempty"`
 }
 
 type connTable struct {
@@ -90,6 +91,7 @@ func (t *connTable) snapshot() []*connState {
 	for cs := range t.m {
 		out = append(out, cs)
 	}
+	// Callers that read fields filter on ready themselves.
 	t.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
 	return out

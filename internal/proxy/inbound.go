@@ -195,6 +195,7 @@ func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
 		}
 	}()
 	cs.app = p.appFor(port)
+	cs.ready.Store(true)
 
 	switch cs.proto {
 	case protoHTTP1:

@@ -364,6 +364,7 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, idx int) {
 	}()
 	if passthrough.IsValid() {
 		cs.mode, cs.proto = "PASSTHROUGH", protoTCP
+		cs.ready.Store(true)
 		p.serveOutboundTCP(ctx, cs, c, br, passthrough.String())
 		return
 	}
@@ -373,6 +374,7 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, idx int) {
 		return
 	}
 	cs.proto = proto
+	cs.ready.Store(true)
 	switch proto {
 	case protoHTTP1:
 		p.serveHTTP1(ctx, cs, c, br)

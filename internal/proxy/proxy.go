@@ -228,10 +228,11 @@ func (p *Proxy) ExplicitAddrs() []net.Addr {
 
 // Connections lists the live connections (the admin endpoint's data).
 func (p *Proxy) Connections() []ConnInfo {
-	cs := p.conns.snapshot()
-	out := make([]ConnInfo, len(cs))
-	for i, c := range cs {
-		out[i] = c.info()
+	var out []ConnInfo
+	for _, c := range p.conns.snapshot() {
+		if c.ready.Load() { // still handshaking: fields not final yet
+			out = append(out, c.info())
+		}
 	}
 	return out
 }

@@ -73,7 +73,9 @@ type pairOptions struct {
 	drain          time.Duration
 }
 
-func startPair(t *testing.T, o pairOptions) *pair {
+func startPair(t *testing.T, o pairOptions) *pair { return startPairTB(t, o) }
+
+func startPairTB(t testing.TB, o pairOptions) *pair {
 	t.Helper()
 	ca := newTestCA(t, "cluster.local")
 	if o.serverIdentity == "" {
