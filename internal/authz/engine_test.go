@@ -27,7 +27,9 @@ type check struct {
 
 const sleep = "cluster.local/ns/default/sa/sleep"
 
-func get(path string) authz.Request { return authz.Request{Method: "GET", Path: path, Host: "httpbin.foo"} }
+func get(path string) authz.Request {
+	return authz.Request{Method: "GET", Path: path, Host: "httpbin.foo"}
+}
 
 func TestEvaluate(t *testing.T) {
 	cases := []struct {
@@ -306,7 +308,7 @@ spec:
 			},
 		},
 		{
-			name: "invalid requests",
+			name:     "invalid requests",
 			policies: "kind: AuthorizationPolicy\nmetadata: {name: allow-all, namespace: foo}\nspec: {rules: [{}]}\n",
 			checks: []check{
 				{"%00 in path", get("/a%00b"), want{invalid: true}},

@@ -11,7 +11,7 @@ import (
 )
 
 var normalizeCases = []struct {
-	in                         string
+	in                        string
 	none, base, merge, decode string // "" = invalid (400)
 }{
 	{"/", "/", "/", "/", "/"},
