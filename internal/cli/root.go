@@ -58,6 +58,7 @@ and Istio's CSR protocol, in one Go binary: control plane, agent, sidecar and CL
 	// One line per command, one file per command in this package.
 	root.AddCommand(
 		ctl.NewCmd(env),
+		newInitCmd(env),
 	)
 	return root
 }

@@ -1,0 +1,336 @@
+package redirect_test
+
+// Network-namespace tests: real namespaces joined by a veth, the real `meshguard`
+// binary, real nftables/iptables rules. They skip (with the reason) unless run as root
+// with iproute2 and the rule tools installed; CI runs them as root.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshguard/meshguard/internal/meshtest"
+	"github.com/meshguard/meshguard/internal/redirect"
+)
+
+// helperEnv makes the test binary act as one of the small programs below instead of
+// running tests, so that a test can run them inside a namespace (and as another uid).
+const helperEnv = "MESHGUARD_E2E_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(runHelper(os.Args[1:]))
+	}
+	code := m.Run()
+	if bins.dir != "" {
+		os.RemoveAll(bins.dir)
+	}
+	os.Exit(code)
+}
+
+// bins holds the binaries under test, built once per test binary on first use.
+var bins struct {
+	once              sync.Once
+	dir               string
+	meshguard, helper string
+	err               error
+}
+
+// binaries builds cmd/meshguard and copies the test binary (for its helper programs)
+// into a directory every user can read, because the sidecar runs as the proxy uid.
+func binaries(tb testing.TB) (meshguard, helper string) {
+	tb.Helper()
+	bins.once.Do(func() {
+		dir, err := os.MkdirTemp("", "meshguard-e2e-")
+		if err != nil {
+			bins.err = err
+			return
+		}
+		bins.dir = dir
+		if err := os.Chmod(dir, 0o755); err != nil {
+			bins.err = err
+			return
+		}
+		bins.meshguard = filepath.Join(dir, "meshguard")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", bins.meshguard, "github.com/meshguard/meshguard/cmd/meshguard").CombinedOutput()
+		if err != nil {
+			bins.err = fmt.Errorf("go build cmd/meshguard: %w: %s", err, out)
+			return
+		}
+		self, err := os.ReadFile(os.Args[0])
+		if err != nil {
+			bins.err = err
+			return
+		}
+		bins.helper = filepath.Join(dir, "helper")
+		bins.err = os.WriteFile(bins.helper, self, 0o755)
+	})
+	if bins.err != nil {
+		tb.Fatalf("build binaries under test: %v", bins.err)
+	}
+	return bins.meshguard, bins.helper
+}
+
+// runHelper is the helper programs' main. Servers print READY once listening.
+func runHelper(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "helper: no program named")
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "helper:", args[0]+":", err)
+		return 1
+	}
+	switch {
+	case args[0] == "origdst-server" && len(args) == 3:
+		// Answers each connection with what OriginalDst says about it.
+		return serveLines(args[2], func(c net.Conn) string {
+			dst, err := redirect.OriginalDst(c.(*net.TCPConn))
+			if err != nil {
+				return fmt.Sprintf("%s NOTREDIRECTED %v", args[1], errors.Is(err, redirect.ErrNotRedirected))
+			}
+			return fmt.Sprintf("%s ORIGDST %s", args[1], dst)
+		}, fail)
+	case args[0] == "reply-server" && len(args) == 3:
+		return serveLines(args[2], func(net.Conn) string { return args[1] + " DIRECT" }, fail)
+	case args[0] == "dial" && len(args) == 2:
+		c, err := net.DialTimeout("tcp", args[1], 3*time.Second)
+		if err != nil {
+			return fail(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Print(line)
+		return 0
+	case args[0] == "http-server" && len(args) == 3:
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println("READY")
+		body := args[2]
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			fmt.Fprint(w, body)
+		})}
+		return fail(srv.Serve(ln))
+	case args[0] == "http-get" && len(args) == 2:
+		// An unchanged client: plain HTTP to the server's address, no mesh awareness.
+		client := &http.Client{Timeout: 5 * time.Second}
+		resp, err := client.Get(args[1])
+		if err != nil {
+			return fail(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Printf("%d %s", resp.StatusCode, b)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "helper: unknown program %q\n", args)
+	return 2
+}
+
+func serveLines(addr string, answer func(net.Conn) string, fail func(error) int) int {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Println("READY")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return fail(err)
+		}
+		go func() {
+			defer c.Close()
+			fmt.Fprintln(c, answer(c))
+		}()
+	}
+}
+
+// workload bundles what one side of a test needs.
+type workload struct {
+	ns                *meshtest.Netns
+	meshguard, helper string
+}
+
+func newWorkloads(t *testing.T, tools ...string) (a, b *workload) {
+	meshtest.RequireNetns(t, tools...)
+	mg, helper := binaries(t)
+	na, nb := meshtest.NewNetnsPair(t)
+	return &workload{na, mg, helper}, &workload{nb, mg, helper}
+}
+
+// helperCmd builds a helper command in w's namespace, as root or as the proxy user.
+func (w *workload) helperCmd(ctx context.Context, asProxy bool, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
+	if asProxy {
+		cmd = w.ns.CommandAs(ctx, redirect.DefaultProxyUID, redirect.DefaultProxyUID, w.helper, args...)
+	} else {
+		cmd = w.ns.Command(ctx, w.helper, args...)
+	}
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	return cmd
+}
+
+func (w *workload) startHelper(t *testing.T, asProxy bool, args ...string) {
+	t.Helper()
+	meshtest.StartProc(t, strings.Join(args, " ")+" in "+w.ns.Name, w.helperCmd(context.Background(), asProxy, args...), "READY")
+}
+
+// dial connects from w's namespace to addr and returns the line the server sent.
+func (w *workload) dial(t *testing.T, asProxy bool, addr string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := w.helperCmd(ctx, asProxy, "dial", addr).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("dial failed: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// init runs `meshguard init --netns` against w's namespace, from outside it.
+func (w *workload) init(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, w.meshguard, append([]string{"init", "--netns", w.ns.Name}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("meshguard init %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// ruleDump lists what meshguard left in w's namespace for mode.
+func (w *workload) ruleDump(t *testing.T, mode string) string {
+	t.Helper()
+	if mode == "nftables" {
+		out, err := w.ns.Run(t, 10*time.Second, "nft", "list", "ruleset")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	var all strings.Builder
+	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
+		out, err := w.ns.Run(t, 10*time.Second, tool, "-t", "nat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		all.WriteString(out)
+	}
+	return all.String()
+}
+
+// TestNetnsRedirect programs real rules with `meshguard init` in namespace A (the
+// client workload) and B (the server workload) and checks, with servers that report
+// SO_ORIGINAL_DST, where each kind of connection ends up: captured outbound, captured
+// inbound, exempt as the proxy user, excluded by port or range, or left on loopback.
+func TestNetnsRedirect(t *testing.T) {
+	for _, mode := range []string{"nftables", "iptables"} {
+		t.Run(mode, func(t *testing.T) {
+			tool := map[string]string{"nftables": "nft", "iptables": "iptables-restore"}[mode]
+			a, b := newWorkloads(t, tool)
+			bIP, bIP6 := b.ns.IP().String(), b.ns.IP6().String()
+
+			// B: the sidecar's inbound listener and an excluded port served directly.
+			b.startHelper(t, true, "origdst-server", "b-inbound", ":15006")
+			b.startHelper(t, false, "reply-server", "b-9000", ":9000")
+			// A: the sidecar's outbound listener, run as the proxy user, and a local app port.
+			a.startHelper(t, true, "origdst-server", "a-outbound", ":15001")
+			a.startHelper(t, false, "reply-server", "a-local", "127.0.0.1:7000")
+
+			b.init(t, "--mode", mode, "--exclude-inbound-ports", "9000")
+			a.init(t, "--mode", mode, "--exclude-outbound-ports", "9000")
+			// Applying twice must leave one copy of everything.
+			once := a.ruleDump(t, mode)
+			a.init(t, "--mode", mode, "--exclude-outbound-ports", "9000")
+			if twice := stripCounters(a.ruleDump(t, mode)); twice != stripCounters(once) {
+				t.Errorf("second apply changed the rules:\nfirst:\n%s\nsecond:\n%s", once, twice)
+			}
+
+			tests := []struct {
+				name    string
+				from    *workload
+				asProxy bool
+				addr    string
+				want    string
+			}{
+				{"app outbound is captured", a, false, bIP + ":8080", "a-outbound ORIGDST " + bIP + ":8080"},
+				{"app outbound over IPv6 is captured", a, false, "[" + bIP6 + "]:8080", "a-outbound ORIGDST [" + bIP6 + "]:8080"},
+				{"proxy user is exempt, peer captures inbound", a, true, bIP + ":8080", "b-inbound ORIGDST " + bIP + ":8080"},
+				{"proxy user over IPv6, peer captures inbound", a, true, "[" + bIP6 + "]:8443", "b-inbound ORIGDST [" + bIP6 + "]:8443"},
+				{"excluded outbound and inbound port", a, false, bIP + ":9000", "b-9000 DIRECT"},
+				{"loopback stays local", a, false, "127.0.0.1:7000", "a-local DIRECT"},
+				{"direct dial of the proxy port is not a redirect", a, false, "127.0.0.1:15001", "a-outbound NOTREDIRECTED true"},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					if got := tt.from.dial(t, tt.asProxy, tt.addr); got != tt.want {
+						t.Errorf("dial %s from %s (proxy user %v) = %q, want %q", tt.addr, tt.from.ns.Name, tt.asProxy, got, tt.want)
+					}
+				})
+			}
+
+			// Re-apply with a changed config: B's address range is no longer captured.
+			a.init(t, "--mode", mode, "--exclude-outbound-ip-ranges", b.ns.Addr.Masked().String())
+			if got, want := a.dial(t, false, bIP+":8080"), "b-inbound ORIGDST "+bIP+":8080"; got != want {
+				t.Errorf("after excluding %s: dial = %q, want %q", b.ns.Addr.Masked(), got, want)
+			}
+			if got, want := a.dial(t, false, bIP+":9000"), "b-9000 DIRECT"; got != want {
+				t.Errorf("after re-apply the old port exclusion must be gone but 9000 still reaches B directly: got %q, want %q", got, want)
+			}
+
+			// Cleanup removes everything meshguard made, and is idempotent.
+			a.init(t, "--mode", mode, "--cleanup")
+			a.init(t, "--mode", mode, "--cleanup")
+			if dump := a.ruleDump(t, mode); strings.Contains(dump, "meshguard") || strings.Contains(dump, "MESHGUARD") {
+				t.Errorf("rules left after --cleanup:\n%s", dump)
+			}
+			if got, want := a.dial(t, false, "["+bIP6+"]:8080"), "b-inbound ORIGDST ["+bIP6+"]:8080"; got != want {
+				t.Errorf("after cleanup: dial = %q, want %q (not captured in A)", got, want)
+			}
+		})
+	}
+}
+
+var (
+	nftCounter = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+	iptCounter = regexp.MustCompile(`\[\d+:\d+\]`)
+)
+
+// stripCounters removes packet counters and timestamps so two rule dumps compare by
+// rules only.
+func stripCounters(s string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(s, "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue // iptables-save timestamps
+		}
+		line = nftCounter.ReplaceAllString(line, "counter")
+		b.WriteString(iptCounter.ReplaceAllString(line, "[]") + "\n")
+	}
+	return b.String()
+}
