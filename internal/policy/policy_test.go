@@ -292,4 +292,3 @@ func BenchmarkAuthorizationPolicies(b *testing.B) {
 		_ = ix.AuthorizationPolicies(w)
 	}
 }
-
