@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# bench/proxy.sh — the data-path benchmark of issue 5, in one run on this machine:
+#
+#   direct     fortio → echo
+#   meshguard  fortio → meshguard sidecar → (mTLS) → meshguard sidecar → echo
+#   nginx      fortio → nginx → (mTLS, upstream keep-alive) → nginx → echo
+#
+# all on 127.0.0.1, HTTP/1.1 keep-alive, 1 KiB responses (fortio's echo server).
+# Figures, each the median of BENCH_REPS repetitions: latency p50/p99 at 1,000 req/s
+# over 16 connections; CPU seconds per 1,000 requests per proxy (utime+stime of the
+# proxy's process tree from /proc); each proxy's peak RSS (VmHWM); maximum throughput
+# (-qps 0 -c 32); new-connection latency (-keepalive=false). Every figure is also given
+# as a meshguard/nginx ratio. Output: a table on stdout and a JSON file (BENCH_OUT).
+#
+# The load generator and the client-side proxy are pinned to CPU 0, the server-side
+# proxy and the echo backend to CPU 1 (taskset), so the two proxies never share a core.
+# A path that cannot run is reported as "not available" with the reason; no figure is
+# ever made up.
+#
+# Environment: BENCH_REPS (3), BENCH_DURATION (10s per load run), BENCH_OUT
+# (bin/bench/proxy.json), BENCH_NEWCONN_QPS (500).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPS=${BENCH_REPS:-3}
+DUR=${BENCH_DURATION:-10s}
+OUT=${BENCH_OUT:-$ROOT/bin/bench/proxy.json}
+NEWCONN_QPS=${BENCH_NEWCONN_QPS:-500}
+FORTIO_VERSION=v1.68.2
+
+ECHO_PORT=18080
+NGINX_CLIENT_PORT=18081
+NGINX_SERVER_PORT=18443
+MG_CLIENT_PORT=18091   # client sidecar's explicit outbound listener
+MG_SERVER_PORT=18006   # server sidecar's inbound listener
+MG_CP_PORT=18015       # control plane (CA + policy push)
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+WORK=$(mktemp -d /tmp/meshguard-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- tools
+need_root_install() {
+  [ "$(id -u)" -eq 0 ] || die "$1 is missing and installing it needs root (apt-get install $2)"
+  command -v apt-get >/dev/null || die "$1 is missing and there is no apt-get; install $2"
+  log "installing $2"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "$2" >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null; }
+}
+
+FORTIO=$(command -v fortio || true)
+if [ -z "$FORTIO" ]; then
+  FORTIO="$(go env GOPATH)/bin/fortio"
+  if [ ! -x "$FORTIO" ]; then
+    log "installing fortio $FORTIO_VERSION"
+    go install "fortio.org/fortio@$FORTIO_VERSION"
+  fi
+fi
+NGINX=$(command -v nginx || true)
+if [ -z "$NGINX" ]; then need_root_install nginx nginx-light; NGINX=$(command -v nginx); fi
+command -v openssl >/dev/null || need_root_install openssl openssl
+command -v python3 >/dev/null || need_root_install python3 python3
+command -v taskset >/dev/null || need_root_install taskset util-linux
+NCPU=$(nproc)
+if [ "$NCPU" -ge 2 ]; then CPU_A=0; CPU_B=1; else CPU_A=0; CPU_B=0; fi
+pin_a() { taskset -c "$CPU_A" "$@"; }
+pin_b() { taskset -c "$CPU_B" "$@"; }
+
+log "building meshguard"
+MG="$WORK/meshguard"
+(cd "$ROOT" && go build -o "$MG" ./cmd/meshguard)
+
+# ---------------------------------------------------------------- helpers
+wait_port() { # host port [seconds]
+  local i
+  for ((i = 0; i < ${3:-20} * 20; i++)); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# descendants PID: PID and every descendant, from /proc.
+tree_pids() {
+  local all=" $1 " changed=1 pid ppid
+  while [ $changed -eq 1 ]; do
+    changed=0
+    for stat in /proc/[0-9]*/stat; do
+      read -r pid ppid < <(sed -E 's/^([0-9]+) \(.*\) [A-Za-z] ([0-9]+) .*/\1 \2/' "$stat" 2>/dev/null) || continue
+      if [[ $all == *" $ppid "* && $all != *" $pid "* ]]; then all+="$pid "; changed=1; fi
+    done
+  done
+  echo $all
+}
+
+# CPU clock ticks (utime+stime) of a process tree.
+tree_ticks() {
+  local sum=0 p f
+  for p in $(tree_pids "$1"); do
+    # Fields after the command name: state is 3, utime 14, stime 15.
+    f=$(sed -E 's/^.*\) //' "/proc/$p/stat" 2>/dev/null) || continue
+    set -- $f
+    sum=$((sum + ${12} + ${13}))
+  done
+  echo $sum
+}
+
+# Peak RSS (VmHWM, KiB) of a process tree, summed over its processes.
+tree_hwm_kib() {
+  local sum=0 p v
+  for p in $(tree_pids "$1"); do
+    v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    sum=$((sum + ${v:-0}))
+  done
+  echo $sum
+}
+
+# ---------------------------------------------------------------- certificates
+# A mesh root and two workload certificates. Each carries the workload's SPIFFE ID as
+# URI SAN and a DNS SAN, because nginx verifies the peer's name by DNS SAN only.
+PKI="$WORK/pki"
+mkdir -p "$PKI"
+issue_certs() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/O=cluster.local" -keyout "$PKI/root.key" -out "$PKI/root.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  local w
+  for w in client server; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=cluster.local" \
+      -keyout "$PKI/$w.key" -out "$PKI/$w.csr" 2>/dev/null
+    printf 'subjectAltName=URI:spiffe://cluster.local/ns/bench/sa/%s,DNS:%s.bench.svc.cluster.local\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' "$w" "$w" >"$PKI/$w.ext"
+    openssl x509 -req -in "$PKI/$w.csr" -CA "$PKI/root.pem" -CAkey "$PKI/root.key" -CAcreateserial \
+      -days 1 -extfile "$PKI/$w.ext" -out "$PKI/$w.pem" 2>/dev/null
+  done
+}
+issue_certs
+
+# ---------------------------------------------------------------- echo backend
+log "starting echo backend (fortio server) on 127.0.0.1:$ECHO_PORT"
+pin_b "$FORTIO" server -http-port "127.0.0.1:$ECHO_PORT" -grpc-port disabled -redirect-port disabled \
+  -loglevel Error >"$WORK/echo.log" 2>&1 &
+PIDS+=($!)
+wait_port 127.0.0.1 "$ECHO_PORT" || die "echo backend did not start: $(cat "$WORK/echo.log")"
+
+# ---------------------------------------------------------------- nginx pair
+start_nginx() { # name cpu-pin-fn conf
+  local dir="$WORK/nginx-$1"
+  mkdir -p "$dir/logs"
+  printf '%s\n' "$3" >"$dir/nginx.conf"
+  $2 "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/out.log" 2>&1 &
+  PIDS+=($!)
+  STARTED_PID=$!
+}
+NGINX_COMMON="worker_processes 1;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 4096; }"
+start_nginx server pin_b "$NGINX_COMMON
+http {
+  access_log off;
+  upstream app { server 127.0.0.1:$ECHO_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_SERVER_PORT ssl;
+    ssl_protocols TLSv1.3;
+    ssl_certificate $PKI/server.pem;
+    ssl_certificate_key $PKI/server.key;
+    ssl_client_certificate $PKI/root.pem;
+    ssl_verify_client on;
+    keepalive_requests 10000000;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }
+}"
+NGINX_SERVER_PID=$STARTED_PID
+start_nginx client pin_a "$NGINX_COMMON
+http {
+  access_log off;
+  upstream peer { server 127.0.0.1:$NGINX_SERVER_PORT; keepalive 128; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:$NGINX_CLIENT_PORT;
+    keepalive_requests 10000000;
+    location / {
+      proxy_pass https://peer;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_ssl_protocols TLSv1.3;
+      proxy_ssl_certificate $PKI/client.pem;
+      proxy_ssl_certificate_key $PKI/client.key;
+      proxy_ssl_trusted_certificate $PKI/root.pem;
+      proxy_ssl_verify on;
+      proxy_ssl_name server.bench.svc.cluster.local;
+      proxy_ssl_session_reuse on;
+    }
+  }
+}"
+NGINX_CLIENT_PID=$STARTED_PID
+wait_port 127.0.0.1 "$NGINX_SERVER_PORT" || die "nginx server side did not start: $(cat "$WORK"/nginx-server/logs/error.log)"
+wait_port 127.0.0.1 "$NGINX_CLIENT_PORT" || die "nginx client side did not start: $(cat "$WORK"/nginx-client/logs/error.log)"
+
+# ---------------------------------------------------------------- meshguard pair
+MG_STATUS="not available"
+MG_CLIENT_PID=""
+MG_SERVER_PID=""
+start_meshguard() {
+  if ! "$MG" sidecar --help >/dev/null 2>&1; then
+    MG_STATUS="not available: this build has no 'meshguard sidecar' command yet"
+    return 1
+  fi
+  MG_STATUS="not available: the sidecar pair is not wired into bench/proxy.sh yet"
+  return 1
+}
+start_meshguard || log "meshguard path: $MG_STATUS"
+
+# ---------------------------------------------------------------- measuring
+CLK_TCK=$(getconf CLK_TCK)
+URL_PATH="/echo?size=1024"
+
+# run_path NAME PORT CLIENT_PID SERVER_PID: REPS repetitions of the three load runs,
+# writing fortio's JSON and the proxies' CPU ticks under $WORK/results/NAME/REP.
+run_path() {
+  local name=$1 port=$2 cpid=$3 spid=$4 rep dir c0 s0 c1 s1
+  local url="http://127.0.0.1:$port$URL_PATH"
+  # Warm-up: connections, TLS sessions, pools, Go heap.
+  pin_a "$FORTIO" load -quiet -qps 1000 -c 16 -t 2s "$url" >/dev/null 2>&1 || true
+  for ((rep = 1; rep <= REPS; rep++)); do
+    dir="$WORK/results/$name/$rep"
+    mkdir -p "$dir"
+    log "$name: repetition $rep/$REPS"
+    c0=0 s0=0
+    [ -n "$cpid" ] && c0=$(tree_ticks "$cpid")
+    [ -n "$spid" ] && s0=$(tree_ticks "$spid")
+    pin_a "$FORTIO" load -quiet -qps 1000 -c 16 -t "$DUR" -uniform -p 50,99 -json "$dir/fixed.json" "$url" >"$dir/fixed.log" 2>&1
+    c1=0 s1=0
+    [ -n "$cpid" ] && c1=$(tree_ticks "$cpid")
+    [ -n "$spid" ] && s1=$(tree_ticks "$spid")
+    echo "$((c1 - c0)) $((s1 - s0))" >"$dir/cpu_ticks"
+    pin_a "$FORTIO" load -quiet -qps 0 -c 32 -t "$DUR" -p 50,99 -json "$dir/max.json" "$url" >"$dir/max.log" 2>&1
+    pin_a "$FORTIO" load -quiet -qps "$NEWCONN_QPS" -c 16 -t "$DUR" -uniform -keepalive=false -p 50,99 \
+      -json "$dir/newconn.json" "$url" >"$dir/newconn.log" 2>&1
+  done
+  local ch=0 sh=0
+  [ -n "$cpid" ] && ch=$(tree_hwm_kib "$cpid")
+  [ -n "$spid" ] && sh=$(tree_hwm_kib "$spid")
+  echo "$ch $sh" >"$WORK/results/$name/hwm_kib"
+}
+
+run_path direct "$ECHO_PORT" "" ""
+run_path nginx "$NGINX_CLIENT_PORT" "$NGINX_CLIENT_PID" "$NGINX_SERVER_PID"
+if [ -n "$MG_CLIENT_PID" ]; then
+  run_path meshguard "$MG_CLIENT_PORT" "$MG_CLIENT_PID" "$MG_SERVER_PID"
+fi
+
+# ---------------------------------------------------------------- report
+mkdir -p "$(dirname "$OUT")"
+python3 - "$WORK/results" "$OUT" "$CLK_TCK" "$MG_STATUS" "$REPS" "$DUR" "$NEWCONN_QPS" "$CPU_A" "$CPU_B" <<'PY'
+import json, os, statistics, sys, datetime
+
+root, out, clk, mg_status, reps, dur, ncq, cpu_a, cpu_b = sys.argv[1:]
+clk = int(clk)
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+def pct(d, p):
+    for e in d["DurationHistogram"]["Percentiles"]:
+        if e["Percentile"] == p:
+            return e["Value"] * 1000.0  # ms
+    return None
+
+def non200(d):
+    return sum(v for k, v in d.get("RetCodes", {}).items() if k != "200")
+
+paths = {}
+for name in ("direct", "nginx", "meshguard"):
+    pdir = os.path.join(root, name)
+    if not os.path.isdir(pdir):
+        continue
+    runs = []
+    for rep in sorted(os.listdir(pdir)):
+        rdir = os.path.join(pdir, rep)
+        if not os.path.isdir(rdir):
+            continue
+        fixed = load(os.path.join(rdir, "fixed.json"))
+        mx = load(os.path.join(rdir, "max.json"))
+        nc = load(os.path.join(rdir, "newconn.json"))
+        ct, st = (int(x) for x in open(os.path.join(rdir, "cpu_ticks")).read().split())
+        n = fixed["DurationHistogram"]["Count"]
+        runs.append({
+            "p50_ms": pct(fixed, 50), "p99_ms": pct(fixed, 99),
+            "qps_at_fixed": fixed["ActualQPS"], "requests": n,
+            "errors": non200(fixed) + non200(mx) + non200(nc),
+            "cpu_s_per_1k_client": ct / clk / (n / 1000.0) if name != "direct" else None,
+            "cpu_s_per_1k_server": st / clk / (n / 1000.0) if name != "direct" else None,
+            "max_qps": mx["ActualQPS"],
+            "newconn_p50_ms": pct(nc, 50), "newconn_p99_ms": pct(nc, 99),
+        })
+    hc, hs = (int(x) for x in open(os.path.join(pdir, "hwm_kib")).read().split())
+    med = {}
+    for k in runs[0]:
+        vals = [r[k] for r in runs if r[k] is not None]
+        med[k] = statistics.median(vals) if vals else None
+    med["errors"] = sum(r["errors"] for r in runs)
+    if name != "direct":
+        med["rss_mb_client"] = hc / 1024.0
+        med["rss_mb_server"] = hs / 1024.0
+    paths[name] = {"median": med, "runs": runs}
+
+direct = paths.get("direct", {}).get("median", {})
+for name, p in paths.items():
+    m = p["median"]
+    if name != "direct" and direct:
+        m["added_p50_ms"] = m["p50_ms"] - direct["p50_ms"]
+        m["added_p99_ms"] = m["p99_ms"] - direct["p99_ms"]
+        m["added_newconn_p50_ms"] = m["newconn_p50_ms"] - direct["newconn_p50_ms"]
+
+metrics = [
+    ("p50_ms", "p50 @1000 req/s, c16 (ms)"),
+    ("p99_ms", "p99 @1000 req/s, c16 (ms)"),
+    ("added_p50_ms", "added p50 vs direct (ms)"),
+    ("added_p99_ms", "added p99 vs direct (ms)"),
+    ("cpu_s_per_1k_client", "CPU s per 1000 req, client proxy"),
+    ("cpu_s_per_1k_server", "CPU s per 1000 req, server proxy"),
+    ("rss_mb_client", "peak RSS client proxy (MB)"),
+    ("rss_mb_server", "peak RSS server proxy (MB)"),
+    ("max_qps", "max throughput, -qps 0 -c 32 (req/s)"),
+    ("newconn_p50_ms", "new-connection p50, keepalive off (ms)"),
+    ("newconn_p99_ms", "new-connection p99, keepalive off (ms)"),
+    ("errors", "non-200 responses, all runs"),
+]
+ratios = {}
+if "meshguard" in paths and "nginx" in paths:
+    for k, _ in metrics:
+        a, b = paths["meshguard"]["median"].get(k), paths["nginx"]["median"].get(k)
+        ratios[k] = (a / b) if (a is not None and b not in (None, 0)) else None
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, int) or abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3f}"
+
+mg_col = "meshguard" if "meshguard" in paths else "meshguard (n/a)"
+print()
+print(f"bench/proxy.sh — medians of {reps} runs of {dur}; loader+client proxy on CPU {cpu_a}, server proxy+echo on CPU {cpu_b}")
+print(f"{'figure':42} {'direct':>10} {'nginx':>10} {mg_col:>16} {'mg/nginx':>9}")
+for k, label in metrics:
+    row = [paths.get(n, {}).get("median", {}).get(k) for n in ("direct", "nginx", "meshguard")]
+    print(f"{label:42} {fmt(row[0]):>10} {fmt(row[1]):>10} {fmt(row[2]):>16} {fmt(ratios.get(k)):>9}")
+if "meshguard" not in paths:
+    print(f"meshguard path: {mg_status}")
+print("CPU per 1000 req at 1000 req/s equals the proxy's vCPU fraction at that rate.")
+
+report = {
+    "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    "setup": {"repetitions": int(reps), "duration": dur, "fixed_qps": 1000, "fixed_connections": 16,
+              "max_connections": 32, "newconn_qps": int(ncq), "response_bytes": 1024,
+              "cpu_loader_and_client_proxy": int(cpu_a), "cpu_server_proxy_and_echo": int(cpu_b)},
+    "paths": paths,
+    "meshguard_status": "measured" if "meshguard" in paths else mg_status,
+    "ratio_meshguard_over_nginx": ratios,
+}
+with open(out, "w") as f:
+    json.dump(report, f, indent=2)
+print(f"JSON: {out}")
+PY
