@@ -1,0 +1,267 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/anypb"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+
+	"github.com/meshguard/meshguard/internal/config"
+)
+
+// ClientConfig configures a Client. Conn and Node.ID are required.
+type ClientConfig struct {
+	// Conn reaches the control plane over mTLS with the workload's mesh certificate.
+	// gRPC redials it by itself; the Client reopens the stream.
+	Conn grpc.ClientConnInterface
+	// Node describes the workload. Namespace and ServiceAccount are optional (the
+	// certificate decides them); the labels choose selector-scoped policies.
+	Node Node
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Now stamps status; time.Now when nil.
+	Now func() time.Time
+	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 250ms and 30s). The
+	// delay doubles after each failed stream, with ±20% jitter, and starts again from
+	// MinBackoff after a stream that delivered config.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Client is the sidecar's end of the push protocol. It is a config.ConfigStore: the
+// snapshot it hands out is the last config it ACKed, kept across disconnects.
+type Client struct {
+	cfg ClientConfig
+	log *slog.Logger
+	pub *config.StaticStore
+
+	mu sync.Mutex
+	st ClientStatus
+}
+
+var _ config.ConfigStore = (*Client)(nil)
+
+// ClientStatus is the client's view of its sync state.
+type ClientStatus struct {
+	Connected bool
+	// Version is the last version ACKed ("" before the first).
+	Version  string
+	AckedAt  time.Time
+	LastNACK *NACK
+	// LastError is why the last stream ended.
+	LastError string
+}
+
+// NewClient checks cfg and returns a Client. It starts nothing: call Run.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Conn == nil {
+		return nil, errors.New("xds: client needs a connection to the control plane")
+	}
+	if cfg.Node.ID == "" {
+		return nil, errors.New("xds: client needs a node ID")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 250 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(30*time.Second, cfg.MinBackoff)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{cfg: cfg, log: log.With("node", cfg.Node.ID), pub: config.NewStaticStore(nil)}, nil
+}
+
+// Snapshot returns the last config the client ACKed, or config.ErrNoSnapshot.
+func (c *Client) Snapshot(ctx context.Context) (*config.Snapshot, error) { return c.pub.Snapshot(ctx) }
+
+// Watch delivers the ACKed config and each newer one; see config.ConfigStore.
+func (c *Client) Watch(ctx context.Context) <-chan *config.Snapshot { return c.pub.Watch(ctx) }
+
+// Status returns the client's sync state.
+func (c *Client) Status() ClientStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st
+}
+
+// Run keeps a stream to the control plane open until ctx ends, reconnecting with
+// backoff. Losing the control plane changes nothing in force. It returns nil when ctx
+// ends.
+func (c *Client) Run(ctx context.Context) error {
+	backoff := c.cfg.MinBackoff
+	for {
+		delivered, err := c.stream(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if delivered {
+			backoff = c.cfg.MinBackoff
+		}
+		c.mu.Lock()
+		c.st.Connected = false
+		if err != nil {
+			c.st.LastError = err.Error()
+		}
+		c.mu.Unlock()
+		wait := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
+		c.log.Warn("control plane stream ended; last accepted config stays in force", "err", err, "retryIn", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+}
+
+// pending collects one push: every type at one version.
+type pending struct {
+	version string
+	res     map[string]*discovery.DiscoveryResponse
+}
+
+// stream runs one ADS stream; delivered reports whether it applied any push.
+func (c *Client) stream(ctx context.Context) (delivered bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(c.cfg.Conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return false, fmt.Errorf("open xds stream: %w", err)
+	}
+	node, err := c.cfg.Node.proto()
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	acked := c.st.Version
+	c.mu.Unlock()
+	for i, t := range Types {
+		req := &discovery.DiscoveryRequest{TypeUrl: t, VersionInfo: acked}
+		if i == 0 {
+			req.Node = node
+		}
+		if err := st.Send(req); err != nil {
+			return false, fmt.Errorf("subscribe %s: %w", t, err)
+		}
+	}
+	c.mu.Lock()
+	c.st.Connected = true
+	c.mu.Unlock()
+	p := pending{res: map[string]*discovery.DiscoveryResponse{}}
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			return delivered, fmt.Errorf("xds stream: %w", err)
+		}
+		t := resp.GetTypeUrl()
+		if !slices.Contains(Types, t) {
+			c.log.Warn("ignoring response of an unknown type", "type", t)
+			continue
+		}
+		if resp.GetVersionInfo() != p.version {
+			// The server sends every type of a push with the push's version; a new
+			// version means an older incomplete push was superseded.
+			p = pending{version: resp.GetVersionInfo(), res: map[string]*discovery.DiscoveryResponse{}}
+		}
+		p.res[t] = resp
+		if len(p.res) < len(Types) {
+			continue
+		}
+		if err := c.apply(ctx, st, p); err != nil {
+			return delivered, err
+		}
+		delivered = true
+		p = pending{res: map[string]*discovery.DiscoveryResponse{}}
+	}
+}
+
+// apply validates a complete push and ACKs it, or NACKs it and changes nothing.
+func (c *Client) apply(ctx context.Context, st grpc.BidiStreamingClient[discovery.DiscoveryRequest, discovery.DiscoveryResponse], p pending) error {
+	byType := make(map[string][]*anypb.Any, len(p.res))
+	for t, r := range p.res {
+		byType[t] = r.GetResources()
+	}
+	snap, verr := decodeSnapshot(byType)
+	c.mu.Lock()
+	prev := c.st.Version
+	c.mu.Unlock()
+	for _, t := range Types {
+		req := &discovery.DiscoveryRequest{TypeUrl: t, ResponseNonce: p.res[t].GetNonce(), VersionInfo: p.version}
+		if verr != nil {
+			req.VersionInfo = prev
+			req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: verr.Error()}
+		}
+		if err := st.Send(req); err != nil {
+			return fmt.Errorf("xds: ack %s: %w", t, err)
+		}
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if verr != nil {
+		c.st.LastNACK = &NACK{Version: p.version, Detail: verr.Error(), At: now}
+		c.log.Error("rejected config push (NACK); last accepted config stays in force", "version", p.version, "err", verr)
+		return nil
+	}
+	c.st.Version, c.st.AckedAt = p.version, now
+	c.pub.Set(snap)
+	c.log.Info("config applied", "version", p.version, "objects", len(snap.Objects))
+	return nil
+}
+
+// decodeSnapshot decodes resources by type URL and validates them together as the
+// control plane's loader would: a push that would not load from YAML is refused whole.
+func decodeSnapshot(byType map[string][]*anypb.Any) (*config.Snapshot, error) {
+	var objs []*config.Object
+	var mesh *meshv1alpha1.MeshConfig
+	for _, t := range Types {
+		for i, a := range byType[t] {
+			if t == TypeMeshConfig {
+				if mesh != nil {
+					return nil, fmt.Errorf("%s: more than one mesh config", t)
+				}
+				m, err := DecodeMesh(a)
+				if err != nil {
+					return nil, fmt.Errorf("%s resource %d: %w", t, i, err)
+				}
+				mesh = m
+				continue
+			}
+			o, err := DecodeObject(t, a)
+			if err != nil {
+				return nil, fmt.Errorf("%s resource %d: %w", t, i, err)
+			}
+			objs = append(objs, o)
+		}
+	}
+	if mesh == nil {
+		return nil, fmt.Errorf("%s: no mesh config in the push", TypeMeshConfig)
+	}
+	// Round-trip through the YAML form so that validation is exactly the loader's.
+	y, err := config.Encode(config.NewSnapshot(objs, mesh))
+	if err != nil {
+		return nil, err
+	}
+	snap, _, err := (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "push", Data: y})
+	if err != nil {
+		return nil, err
+	}
+	return snap, nil
+}

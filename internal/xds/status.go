@@ -1,0 +1,365 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"io"
+
+	admin "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	csds "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/meshguard/meshguard/internal/config"
+	"github.com/meshguard/meshguard/internal/identity"
+)
+
+// Node metadata keys the control plane adds in sync status.
+const (
+	metaIdentity   = "IDENTITY"
+	metaCertExpiry = "CERT_EXPIRY"
+	metaConnected  = "CONNECTED_AT"
+)
+
+// serveOperator answers debug requests from an operator identity. Anyone else — in
+// particular any workload — is refused.
+func (s *Server) serveOperator(ctx context.Context, stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer,
+	id identity.Identity, first *discovery.DiscoveryRequest, reqs <-chan *discovery.DiscoveryRequest, recvErr <-chan error) error {
+	if !slices.Contains(s.cfg.Operators, id) {
+		s.log.Warn("status request refused: not an operator", "identity", id.String(), "type", first.GetTypeUrl())
+		return status.Errorf(codes.PermissionDenied, "xds: %s is not an operator identity; status needs a certificate for one of the control plane's operators", id)
+	}
+	req := first
+	for {
+		var resp *discovery.DiscoveryResponse
+		var err error
+		switch req.GetTypeUrl() {
+		case TypeDebugSyncz:
+			resp, err = s.syncz()
+		case TypeDebugConfigDump:
+			resp, err = s.configDump(req.GetResourceNames())
+		default:
+			return status.Errorf(codes.InvalidArgument, "xds: operator streams serve %s and %s, not %q", TypeDebugSyncz, TypeDebugConfigDump, req.GetTypeUrl())
+		}
+		if err != nil {
+			return err
+		}
+		resp.TypeUrl = req.GetTypeUrl()
+		resp.Nonce = strconv.FormatUint(s.nonce.Add(1), 36)
+		if err := stream.Send(resp); err != nil {
+			return fmt.Errorf("xds: send status: %w", err)
+		}
+		select {
+		case req = <-reqs:
+		case err := <-recvErr:
+			return recvDone(err)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (s *Server) snapshotConns() []*conn {
+	s.mu.Lock()
+	cs := slices.Collect(maps.Keys(s.conns))
+	s.mu.Unlock()
+	slices.SortFunc(cs, func(a, b *conn) int {
+		if c := strings.Compare(a.workload.Namespace+"/"+a.workload.Name, b.workload.Namespace+"/"+b.workload.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	return cs
+}
+
+func (s *Server) syncz() (*discovery.DiscoveryResponse, error) {
+	var out []*anypb.Any
+	for _, c := range s.snapshotConns() {
+		cc, err := c.clientConfig()
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "xds: status of %s: %v", c.id, err)
+		}
+		a, err := anypb.New(cc)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "xds: status of %s: %v", c.id, err)
+		}
+		out = append(out, a)
+	}
+	return &discovery.DiscoveryResponse{Resources: out}, nil
+}
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// clientConfig is the CSDS form of the connection's state.
+func (c *conn) clientConfig() (*csds.ClientConfig, error) {
+	labels := map[string]any{}
+	for k, v := range c.workload.Labels {
+		labels[k] = v
+	}
+	md := map[string]any{
+		MetaNamespace: c.workload.Namespace, MetaServiceAccount: c.workload.ServiceAccount,
+		MetaWorkloadName: c.workload.Name, MetaLabels: labels,
+		metaIdentity: c.caller.String(), metaConnected: c.connected.UTC().Format(time.RFC3339),
+	}
+	if !c.certExpiry.IsZero() {
+		md[metaCertExpiry] = c.certExpiry.UTC().Format(time.RFC3339)
+	}
+	sm, err := structpb.NewStruct(md)
+	if err != nil {
+		return nil, err
+	}
+	cc := &csds.ClientConfig{Node: &core.Node{Id: c.nodeID, Metadata: sm}, ClientScope: c.id}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range Types {
+		g := &csds.ClientConfig_GenericXdsConfig{TypeUrl: t, ConfigStatus: csds.ConfigStatus_NOT_SENT}
+		st := c.types[t]
+		if st != nil {
+			g.VersionInfo, g.LastUpdated = st.acked, ts(st.ackedAt)
+			switch {
+			case st.sentVersion == "":
+				g.ClientStatus = admin.ClientResourceStatus_REQUESTED
+			case st.nack != nil && st.nack.Version == st.sentVersion && st.acked != st.sentVersion:
+				g.ConfigStatus, g.ClientStatus = csds.ConfigStatus_ERROR, admin.ClientResourceStatus_NACKED
+			case st.acked == st.sentVersion:
+				g.ConfigStatus, g.ClientStatus = csds.ConfigStatus_SYNCED, admin.ClientResourceStatus_ACKED
+			default:
+				g.ConfigStatus, g.ClientStatus = csds.ConfigStatus_STALE, admin.ClientResourceStatus_REQUESTED
+			}
+			if st.nack != nil {
+				g.ErrorState = &admin.UpdateFailureState{VersionInfo: st.nack.Version, Details: st.nack.Detail, LastUpdateAttempt: ts(st.nack.At)}
+			}
+		}
+		cc.GenericXdsConfigs = append(cc.GenericXdsConfigs, g)
+	}
+	return cc, nil
+}
+
+// configDump answers with the config in force on one workload's sidecar: the view its
+// sidecar last ACKed on every type. names holds one "namespace/name".
+func (s *Server) configDump(names []string) (*discovery.DiscoveryResponse, error) {
+	if len(names) != 1 {
+		return nil, status.Errorf(codes.InvalidArgument, "xds: config dump needs exactly one resource name, the workload as namespace/name; got %d", len(names))
+	}
+	want := names[0]
+	var found []*conn
+	for _, c := range s.snapshotConns() {
+		if c.workload.Namespace+"/"+c.workload.Name == want {
+			found = append(found, c)
+		}
+	}
+	if len(found) == 0 {
+		return nil, status.Errorf(codes.NotFound, "xds: no sidecar of workload %s is connected", want)
+	}
+	// Replicas share a view unless their labels differ; the first one connected speaks
+	// for the workload.
+	c := found[0]
+	c.mu.Lock()
+	v := c.acked
+	c.mu.Unlock()
+	if v == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "xds: the sidecar of %s (%s) has not accepted any config yet", want, c.id)
+	}
+	resp := &discovery.DiscoveryResponse{VersionInfo: v.version}
+	for _, t := range Types {
+		resp.Resources = append(resp.Resources, v.res[t]...)
+	}
+	return resp, nil
+}
+
+// ProxyStatus is one connected sidecar as an operator sees it.
+type ProxyStatus struct {
+	Conn           string            `json:"conn"`
+	NodeID         string            `json:"nodeID"`
+	Namespace      string            `json:"namespace"`
+	Workload       string            `json:"workload"`
+	ServiceAccount string            `json:"serviceAccount"`
+	Identity       string            `json:"identity"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	CertExpiry     time.Time         `json:"certExpiry,omitzero"`
+	ConnectedAt    time.Time         `json:"connectedAt,omitzero"`
+	Types          []TypeStatus      `json:"types"`
+}
+
+// TypeStatus is the sync state of one type URL on one sidecar.
+type TypeStatus struct {
+	TypeURL string `json:"typeURL"`
+	// Status is SYNCED, STALE (sent, not yet ACKed), ERROR (NACKed) or NOT_SENT.
+	Status  string    `json:"status"`
+	Acked   string    `json:"ackedVersion,omitempty"`
+	AckedAt time.Time `json:"ackedAt,omitzero"`
+	// LastNACK is the sidecar's last rejection, kept after later ACKs.
+	LastNACK *NACK `json:"lastNACK,omitempty"`
+}
+
+func fetch(ctx context.Context, cc grpc.ClientConnInterface, typeURL string, names ...string) (*discovery.DiscoveryResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open xds stream: %w", err)
+	}
+	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "meshguard-ctl"}, TypeUrl: typeURL, ResourceNames: names}); err != nil {
+		return nil, fmt.Errorf("request %s: %w", typeURL, err)
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", typeURL, err)
+	}
+	_ = st.CloseSend()
+	return resp, nil
+}
+
+// FetchStatus asks the control plane on cc (authenticated as an operator) for the
+// status of every connected sidecar.
+func FetchStatus(ctx context.Context, cc grpc.ClientConnInterface) ([]ProxyStatus, error) {
+	resp, err := fetch(ctx, cc, TypeDebugSyncz)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ProxyStatus, 0, len(resp.GetResources()))
+	for i, a := range resp.GetResources() {
+		c := new(csds.ClientConfig)
+		if err := a.UnmarshalTo(c); err != nil {
+			return nil, fmt.Errorf("status resource %d: %w", i, err)
+		}
+		out = append(out, proxyStatus(c))
+	}
+	return out, nil
+}
+
+func proxyStatus(c *csds.ClientConfig) ProxyStatus {
+	md := c.GetNode().GetMetadata().GetFields()
+	str := func(k string) string { return md[k].GetStringValue() }
+	tm := func(k string) time.Time {
+		t, _ := time.Parse(time.RFC3339, str(k))
+		return t
+	}
+	p := ProxyStatus{
+		Conn: c.GetClientScope(), NodeID: c.GetNode().GetId(), Namespace: str(MetaNamespace), Workload: str(MetaWorkloadName),
+		ServiceAccount: str(MetaServiceAccount), Identity: str(metaIdentity), CertExpiry: tm(metaCertExpiry), ConnectedAt: tm(metaConnected),
+	}
+	if ls := md[MetaLabels].GetStructValue().GetFields(); len(ls) > 0 {
+		p.Labels = map[string]string{}
+		for k, v := range ls {
+			p.Labels[k] = v.GetStringValue()
+		}
+	}
+	for _, g := range c.GetGenericXdsConfigs() {
+		t := TypeStatus{TypeURL: g.GetTypeUrl(), Status: g.GetConfigStatus().String(), Acked: g.GetVersionInfo()}
+		if g.GetLastUpdated() != nil {
+			t.AckedAt = g.GetLastUpdated().AsTime()
+		}
+		if e := g.GetErrorState(); e != nil {
+			t.LastNACK = &NACK{Version: e.GetVersionInfo(), Detail: e.GetDetails(), At: e.GetLastUpdateAttempt().AsTime()}
+		}
+		p.Types = append(p.Types, t)
+	}
+	return p
+}
+
+// FetchConfigDump asks the control plane on cc (authenticated as an operator) for the
+// config in force on the sidecar of workload ns/name, as a Snapshot, and the version
+// the sidecar ACKed.
+func FetchConfigDump(ctx context.Context, cc grpc.ClientConnInterface, workload string) (*config.Snapshot, string, error) {
+	resp, err := fetch(ctx, cc, TypeDebugConfigDump, workload)
+	if err != nil {
+		return nil, "", err
+	}
+	byType := map[string][]*anypb.Any{}
+	for i, a := range resp.GetResources() {
+		t, err := typeOfBody(a)
+		if err != nil {
+			return nil, "", fmt.Errorf("config dump resource %d: %w", i, err)
+		}
+		byType[t] = append(byType[t], a)
+	}
+	snap, err := decodeSnapshot(byType)
+	if err != nil {
+		return nil, "", fmt.Errorf("config dump: %w", err)
+	}
+	return snap, resp.GetVersionInfo(), nil
+}
+
+// shortType is the column header for a type URL: its kind.
+func shortType(t string) string { return t[strings.LastIndex(t, "/")+1:] }
+
+// WriteStatusTable prints statuses as a table, one sidecar a row, then every last NACK
+// with its detail. now is for "expires in".
+func WriteStatusTable(w io.Writer, ps []ProxyStatus, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprint(tw, "WORKLOAD\tIDENTITY\tLABELS\tCERT EXPIRES\tVERSION\tSTATUS\n")
+	var nacks []string
+	for _, p := range ps {
+		versions := map[string]bool{}
+		var bad []string
+		for _, t := range p.Types {
+			versions[t.Acked] = true
+			if t.Status != "SYNCED" {
+				bad = append(bad, shortType(t.TypeURL)+"="+t.Status)
+			}
+			if t.LastNACK != nil {
+				nacks = append(nacks, fmt.Sprintf("%s/%s %s version %s at %s: %s", p.Namespace, p.Workload, shortType(t.TypeURL),
+					t.LastNACK.Version, t.LastNACK.At.UTC().Format(time.RFC3339), t.LastNACK.Detail))
+			}
+		}
+		version := "-"
+		if len(versions) == 1 {
+			for v := range versions {
+				if v != "" {
+					version = v
+				}
+			}
+		} else if len(versions) > 1 {
+			version = "mixed"
+		}
+		st := "SYNCED"
+		if len(bad) > 0 {
+			st = strings.Join(bad, ",")
+		}
+		expires := "-"
+		if !p.CertExpiry.IsZero() {
+			expires = fmt.Sprintf("%s (in %s)", p.CertExpiry.UTC().Format(time.RFC3339), p.CertExpiry.Sub(now).Round(time.Minute))
+		}
+		fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\t%s\n", p.Namespace, p.Workload, p.Identity, labelString(p.Labels), expires, version, st)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(nacks) > 0 {
+		fmt.Fprintln(w, "\nLAST NACKS")
+		for _, n := range nacks {
+			fmt.Fprintln(w, n)
+		}
+	}
+	return nil
+}
+
+func labelString(ls map[string]string) string {
+	if len(ls) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(ls)) {
+		parts = append(parts, k+"="+ls[k])
+	}
+	return strings.Join(parts, ",")
+}
