@@ -12,39 +12,17 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/meshguard/meshguard/internal/authn"
+	"github.com/meshguard/meshguard/internal/authn/peercert"
 	"github.com/meshguard/meshguard/internal/config"
 	"github.com/meshguard/meshguard/internal/identity"
-	"github.com/meshguard/meshguard/internal/pki"
 	"github.com/meshguard/meshguard/internal/xds"
 )
-
-// PeerCertAuth authenticates a caller by its verified client certificate's SPIFFE ID,
-// as authn/peercert does in production; xds tests use it so that they depend only on
-// the TLS handshake and the identity package.
-type PeerCertAuth struct{}
-
-// Authenticate implements authn.Authenticator.
-func (PeerCertAuth) Authenticate(_ context.Context, cred authn.Credentials) (authn.Caller, error) {
-	if len(cred.VerifiedChains) == 0 || len(cred.VerifiedChains[0]) == 0 {
-		return authn.Caller{}, authn.ErrNoCredentials
-	}
-	sid, err := pki.SPIFFEIDFromCert(cred.VerifiedChains[0][0])
-	if err != nil {
-		return authn.Caller{}, err
-	}
-	id, err := identity.FromSPIFFEID(sid)
-	if err != nil {
-		return authn.Caller{}, err
-	}
-	return authn.Caller{Identity: id, Method: "peer-certificate"}, nil
-}
 
 // XDSOptions configure StartXDS. CA and Store are required.
 type XDSOptions struct {
 	CA    *CA
 	Store config.ConfigStore
-	// Operators default to istio-system/meshguard-operator.
+	// Operators default to CA.OperatorID.
 	Operators []identity.Identity
 	// Addr to listen on; 127.0.0.1:0 when empty (set it to restart on the same port).
 	Addr   string
@@ -60,8 +38,9 @@ type XDS struct {
 	Stop func()
 }
 
-// OperatorID is the operator identity StartXDS allows by default.
-func (c *CA) OperatorID() identity.Identity { return c.ID("istio-system", "meshguard-operator") }
+// OperatorID is the operator identity StartXDS allows by default, the control plane's
+// default operator (controlplane.DefaultOperator).
+func (c *CA) OperatorID() identity.Identity { return c.ID("meshguard-system", "meshguard-operator") }
 
 // StartXDS serves an xds.Server over mTLS on loopback until the test ends.
 func StartXDS(tb testing.TB, o XDSOptions) *XDS {
@@ -75,7 +54,7 @@ func StartXDS(tb testing.TB, o XDSOptions) *XDS {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	srv, err := xds.NewServer(xds.ServerConfig{Store: o.Store, Authenticator: PeerCertAuth{}, Operators: o.Operators, Logger: o.Logger})
+	srv, err := xds.NewServer(xds.ServerConfig{Store: o.Store, Authenticator: peercert.New(o.CA.TrustDomain, nil), Operators: o.Operators, Logger: o.Logger})
 	if err != nil {
 		tb.Fatalf("xds.NewServer: %v", err)
 	}
