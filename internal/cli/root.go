@@ -58,7 +58,9 @@ and Istio's CSR protocol, in one Go binary: control plane, agent, sidecar and CL
 	// One line per command, one file per command in this package.
 	root.AddCommand(
 		ctl.NewCmd(env),
+		newControlplaneCmd(env),
 		newInitCmd(env),
+		newAgentCmd(env),
 	)
 	return root
 }
