@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -21,11 +22,28 @@ type CertSource interface {
 	Updated() <-chan struct{}
 }
 
-// HeaderGetter reads one request header by case-insensitive name. Both http.Header and
-// the lean HTTP/1.1 path's header view implement it, so no header map is copied per
-// request.
+// HeaderGetter reads request headers: Get by case-insensitive name, Each over every
+// header line in order. The lean HTTP/1.1 path's header view and HTTPHeader implement
+// it, so no header map is built per request. Values are valid only during the call
+// they are passed to.
 type HeaderGetter interface {
 	Get(name string) string
+	Each(fn func(name, value string))
+}
+
+// HTTPHeader adapts an http.Header to HeaderGetter.
+type HTTPHeader http.Header
+
+// Get returns the first value of name.
+func (h HTTPHeader) Get(name string) string { return http.Header(h).Get(name) }
+
+// Each calls fn for every value of every header.
+func (h HTTPHeader) Each(fn func(name, value string)) {
+	for k, vs := range h {
+		for _, v := range vs {
+			fn(k, v)
+		}
+	}
 }
 
 // Request is what the proxy knows about one inbound request or TCP connection when it
@@ -40,8 +58,9 @@ type Request struct {
 	// SNI is the server name the peer asked for, if TLS.
 	SNI string
 	// HTTP is false for opaque TCP connections; the HTTP fields are then empty.
-	HTTP    bool
-	Method  string
+	HTTP   bool
+	Method string
+	// Path is the origin-form request target as received: path and query.
 	Path    string
 	Host    string
 	Headers HeaderGetter
@@ -61,6 +80,8 @@ type Auth struct {
 // Decision is an authorization verdict with the policy that decided it.
 type Decision struct {
 	Allow bool
+	// Status is the HTTP status for a denial (0: 403).
+	Status int
 	// Policy names the deciding policy as "NAMESPACE/NAME" (empty when no policy applied).
 	Policy string
 	// Reason is for logs only; the peer never sees it.

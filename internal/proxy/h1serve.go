@@ -90,7 +90,7 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 		ar.HTTP = true
 		ar.Method = rec.Method
 		target := string(req.target())
-		ar.Path = pathOnly(target)
+		ar.Path = target
 		if v, ok := req.lookup("host"); ok {
 			ar.Host = string(v)
 		}
@@ -102,9 +102,8 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 		ar.Headers = nil
 		if status != 0 {
 			rec.Status = status
-			body := bodyDenied
+			body := denyBody(status)
 			if status == 401 {
-				body = bodyJWTInvalid
 				rec.Flags = "UAEX"
 			} else {
 				rec.Denied = true

@@ -54,7 +54,7 @@ func (p *Proxy) serveH2Request(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del("X-Forwarded-Client-Cert")
 		ex.req = cs.request()
 		ar := &ex.req
-		ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, r.Method, r.URL.Path, r.Host, r.Header
+		ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, r.Method, r.URL.RequestURI(), r.Host, HTTPHeader(r.Header)
 		status, d := p.admit(r.Context(), cs, st, ar, r.URL.RequestURI())
 		ar.Headers = nil
 		if d != nil {
@@ -62,9 +62,9 @@ func (p *Proxy) serveH2Request(w http.ResponseWriter, r *http.Request) {
 		}
 		if status != 0 {
 			rec.Status = status
-			body := bodyDenied
+			body := denyBody(status)
 			if status == 401 {
-				body, rec.Flags = bodyJWTInvalid, "UAEX"
+				rec.Flags = "UAEX"
 			} else {
 				rec.Denied = true
 			}

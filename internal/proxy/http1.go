@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 )
 
@@ -65,6 +66,13 @@ func (h *head) Get(name string) string {
 		return string(v)
 	}
 	return ""
+}
+
+// Each implements HeaderGetter.
+func (h *head) Each(fn func(name, value string)) {
+	for _, f := range h.hdrs {
+		fn(string(h.b(f.name)), string(h.b(f.value)))
+	}
 }
 
 func (h *head) lookup(name string) ([]byte, bool) {
@@ -497,5 +505,5 @@ func statusText(code int) string {
 	case 503:
 		return "Service Unavailable"
 	}
-	return "Status"
+	return http.StatusText(code)
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"net"
 	"net/netip"
-	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	security "istio.io/api/security/v1beta1"
@@ -234,6 +233,9 @@ func (p *Proxy) admit(ctx context.Context, cs *connState, st *compiled, r *Reque
 	}
 	if !d.Allow {
 		p.log.Debug("request denied", "peer", cs.peerPrincipal, "policy", d.Policy, "reason", d.Reason)
+		if d.Status != 0 {
+			return d.Status, &d
+		}
 		return 403, &d
 	}
 	return 0, &d
@@ -260,10 +262,13 @@ func internMethod(b []byte) string {
 
 func isXFCC(name []byte) bool { return equalFoldASCII(name, "x-forwarded-client-cert") }
 
-// pathOnly strips the query for matching (Istio matches paths without the query).
-func pathOnly(target string) string {
-	if i := strings.IndexByte(target, '?'); i >= 0 {
-		return target[:i]
+// denyBody is the fixed text a peer gets for a refusal; the cause goes to the log.
+func denyBody(status int) string {
+	switch status {
+	case 401:
+		return bodyJWTInvalid
+	case 403:
+		return bodyDenied
 	}
-	return target
+	return statusText(status)
 }
