@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshguard/meshguard/internal/ca"
+	"github.com/meshguard/meshguard/internal/cli/cmdenv"
+	"github.com/meshguard/meshguard/internal/controlplane"
+)
+
+// controlplaneOptions are `meshguard controlplane`'s flags.
+type controlplaneOptions struct {
+	dataDir, cacerts, listen, trustDomain string
+	workloadCertTTL, maxWorkloadCertTTL   time.Duration
+}
+
+func (o *controlplaneOptions) toConfig(env *cmdenv.Env) controlplane.Config {
+	return controlplane.Config{
+		DataDir:            o.dataDir,
+		CACertsDir:         o.cacerts,
+		Listen:             o.listen,
+		TrustDomain:        o.trustDomain,
+		WorkloadCertTTL:    o.workloadCertTTL,
+		MaxWorkloadCertTTL: o.maxWorkloadCertTTL,
+		Logger:             env.Logger,
+	}
+}
+
+func newControlplaneCmd(env *cmdenv.Env) *cobra.Command {
+	o := &controlplaneOptions{}
+	c := &cobra.Command{
+		Use:   "controlplane --data-dir DIR [--cacerts DIR] [--listen 127.0.0.1:15012]",
+		Short: "Run the control plane: the mesh CA (Istio's CSR protocol over TLS gRPC)",
+		Long: `controlplane runs meshguard's istiod analogue. Its CA serves
+istio.v1.auth.IstioCertificateService on --listen over TLS, issuing workload
+certificates whose only SAN is spiffe://<trust-domain>/ns/<ns>/sa/<sa> for the
+authenticated caller: a bootstrap token (meshguard ctl token create) sent as
+"authorization: Bearer <token>", or a valid mesh client certificate for renewal.
+
+Without --cacerts it creates a self-signed root in --data-dir on first start and reuses
+it afterwards. With --cacerts it signs with the Istio plug-in CA in that directory
+(ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) and refuses to start unless
+the key matches, the certificate is a CA and it chains to root-cert.pem. Either way
+--data-dir/root-cert.pem holds the trust bundle to distribute to workloads.`,
+		Example: `  meshguard controlplane --data-dir /tmp/meshguard
+  meshguard controlplane --data-dir /var/lib/meshguard --cacerts ./cacerts --listen 0.0.0.0:15012
+  meshguard controlplane --data-dir /tmp/mg --trust-domain example.org --workload-cert-ttl 1h --max-workload-cert-ttl 24h`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cp, err := controlplane.New(o.toConfig(env))
+			if err != nil {
+				return cmdenv.Exit(1, err)
+			}
+			if err := cp.Run(cmd.Context()); err != nil {
+				return cmdenv.Exit(1, err)
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.dataDir, "data-dir", "", "directory for the CA root, the token key and root-cert.pem (required)")
+	f.StringVar(&o.cacerts, "cacerts", "", "Istio plug-in CA directory to sign with instead of a self-signed root")
+	f.StringVar(&o.listen, "listen", controlplane.DefaultListen, "gRPC listen address")
+	f.StringVar(&o.trustDomain, "trust-domain", controlplane.DefaultTrustDomain, "trust domain of issued SPIFFE IDs")
+	f.DurationVar(&o.workloadCertTTL, "workload-cert-ttl", ca.DefaultWorkloadTTL, "lifetime of a workload certificate when the request asks for none")
+	f.DurationVar(&o.maxWorkloadCertTTL, "max-workload-cert-ttl", ca.DefaultMaxTTL, "longest lifetime a request may get")
+	_ = c.MarkFlagRequired("data-dir")
+	return c
+}
