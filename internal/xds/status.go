@@ -2,15 +2,18 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"maps"
+	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"io"
 
 	admin "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -18,6 +21,7 @@ import (
 	csds "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -25,6 +29,7 @@ import (
 
 	"github.com/meshguard/meshguard/internal/config"
 	"github.com/meshguard/meshguard/internal/identity"
+	"github.com/meshguard/meshguard/internal/pki"
 )
 
 // Node metadata keys the control plane adds in sync status.
@@ -362,4 +367,55 @@ func labelString(ls map[string]string) string {
 		parts = append(parts, k+"="+ls[k])
 	}
 	return strings.Join(parts, ",")
+}
+
+// OperatorCredentials are the files an operator presents to read status: a certificate
+// chain and key for an operator identity, and the mesh roots that verify the control
+// plane.
+type OperatorCredentials struct {
+	CertFile, KeyFile, RootFile string
+	// ServerName overrides the name verified in the control plane's certificate
+	// (default: the host of the address).
+	ServerName string
+}
+
+// DialOperator returns a connection to the control plane at addr (HOST:PORT) presenting
+// the operator's certificate. It does not block: errors from the handshake surface on
+// the first call.
+func DialOperator(addr string, oc OperatorCredentials) (*grpc.ClientConn, error) {
+	for _, f := range []struct{ flag, val string }{{"--cert", oc.CertFile}, {"--key", oc.KeyFile}, {"--root-cert", oc.RootFile}} {
+		if f.val == "" {
+			return nil, fmt.Errorf("%s is required: status is only served to an operator certificate", f.flag)
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(oc.CertFile, oc.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load operator certificate %s and key %s: %w", oc.CertFile, oc.KeyFile, err)
+	}
+	rootPEM, err := os.ReadFile(oc.RootFile)
+	if err != nil {
+		return nil, fmt.Errorf("read root certificate: %w", err)
+	}
+	roots, err := pki.ParseCertsPEM(rootPEM)
+	if err != nil {
+		return nil, fmt.Errorf("root certificate %s: %w", oc.RootFile, err)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--controlplane %q: want HOST:PORT: %w", addr, err)
+	}
+	name := oc.ServerName
+	if name == "" {
+		name = host
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: name, MinVersion: tls.VersionTLS12}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		return nil, fmt.Errorf("dial control plane %s: %w", addr, err)
+	}
+	return cc, nil
 }

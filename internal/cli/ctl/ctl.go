@@ -17,6 +17,8 @@ func NewCmd(env *cmdenv.Env) *cobra.Command {
 	// One line per command group, one file per group in this package.
 	c.AddCommand(
 		newValidateCmd(env),
+		newProxyStatusCmd(env),
+		newConfigDumpCmd(env),
 		newPKICmd(env),
 		newTokenCmd(env),
 	)
