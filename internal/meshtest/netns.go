@@ -289,6 +289,79 @@ func (n *Netns) WaitTCP(tb testing.TB, addr string, timeout time.Duration) {
 	}
 }
 
+// Forward makes a service on the host's loopback (target, e.g. a control plane started
+// with StartControlPlane) reachable inside the namespace at listen (e.g.
+// "127.0.0.1:15012"): the listening socket is created in the namespace, each accepted
+// connection is relayed to target from the host. It stops when the test ends. Traffic
+// never leaves loopback and the namespace.
+func (n *Netns) Forward(tb testing.TB, listen, target string) {
+	tb.Helper()
+	var ln net.Listener
+	if err := n.Do(func() (err error) {
+		ln, err = net.Listen("tcp", listen)
+		return err
+	}); err != nil {
+		tb.Fatalf("meshtest: forward %s in netns %s: %v", listen, n.Name, err)
+	}
+	var wg sync.WaitGroup
+	conns := make(map[net.Conn]struct{})
+	var mu sync.Mutex
+	track := func(c net.Conn, add bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if add {
+			conns[c] = struct{}{}
+		} else {
+			delete(conns, c)
+		}
+	}
+	tb.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.DialTimeout("tcp", target, 5*time.Second)
+			if err != nil {
+				down.Close()
+				continue
+			}
+			track(down, true)
+			track(up, true)
+			wg.Add(2)
+			relay := func(dst, src net.Conn) {
+				defer wg.Done()
+				_, _ = io.Copy(dst, src)
+				// Half-close so the other direction can finish, then forget the conn.
+				if tc, ok := dst.(*net.TCPConn); ok {
+					_ = tc.CloseWrite()
+				}
+			}
+			go func() {
+				relay(up, down)
+			}()
+			go func() {
+				relay(down, up)
+				down.Close()
+				up.Close()
+				track(down, false)
+				track(up, false)
+			}()
+		}
+	}()
+}
+
 // Capture is a running tcpdump on a namespace's veth, writing a pcap file.
 type Capture struct {
 	Path string
@@ -306,9 +379,10 @@ func (n *Netns) StartCapture(tb testing.TB, filter string, maxPackets int, timeo
 	path := filepath.Join(tb.TempDir(), n.Dev+".pcap")
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	tb.Cleanup(cancel)
-	// -U writes each packet as it arrives, so Stop loses nothing; -Z root keeps write
+	// --immediate-mode and -U hand over and write each packet as it arrives, so Stop
+	// loses nothing (by default the kernel ring holds packets for up to a second); -Z root keeps write
 	// access to the test's temporary directory.
-	args := []string{"-i", n.Dev, "-n", "-s", "0", "-U", "-Z", "root", "-c", strconv.Itoa(maxPackets), "-w", path}
+	args := []string{"-i", n.Dev, "-n", "-s", "0", "-U", "--immediate-mode", "-Z", "root", "-c", strconv.Itoa(maxPackets), "-w", path}
 	if filter != "" {
 		args = append(args, filter)
 	}
@@ -322,7 +396,9 @@ func (c *Capture) Stop(tb testing.TB) []Segment {
 	select {
 	case <-c.proc.done:
 	default:
-		// SIGINT makes tcpdump flush and exit cleanly.
+		// On SIGINT tcpdump stops at once and drops packets it has not read yet, so first
+		// let it catch up: wait (up to 3 s) until the file has not grown for 250 ms.
+		c.settle(250*time.Millisecond, 3*time.Second)
 		_ = c.proc.Cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-c.proc.done:
@@ -340,6 +416,24 @@ func (c *Capture) Stop(tb testing.TB) []Segment {
 		tb.Fatalf("meshtest: read capture %s: %v", c.Path, err)
 	}
 	return segs
+}
+
+func (c *Capture) settle(quiet, limit time.Duration) {
+	size := func() int64 {
+		fi, err := os.Stat(c.Path)
+		if err != nil {
+			return -1
+		}
+		return fi.Size()
+	}
+	deadline := time.Now().Add(limit)
+	last, since := size(), time.Now()
+	for time.Now().Before(deadline) && time.Since(since) < quiet {
+		time.Sleep(25 * time.Millisecond)
+		if s := size(); s != last {
+			last, since = s, time.Now()
+		}
+	}
 }
 
 // Segment is one captured TCP segment.
