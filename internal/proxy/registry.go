@@ -125,7 +125,8 @@ func ServicesFromSnapshot(snap *config.Snapshot, td spiffeid.TrustDomain) ([]Ser
 		}
 		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
 			for _, w := range wes {
-				if w.Namespace != o.Namespace || !labelsMatch(sel, w.WorkloadEntry().GetLabels()) {
+				// Istio matches the WorkloadEntry's spec labels and its metadata labels.
+				if w.Namespace != o.Namespace || !labelsMatch(sel, w.WorkloadEntry().GetLabels(), w.Labels) {
 					continue
 				}
 				ep, err := endpointOf(w.WorkloadEntry(), w.Namespace, td)
@@ -177,9 +178,13 @@ func validDNSName(s string) bool {
 	return s != ""
 }
 
-func labelsMatch(sel, labels map[string]string) bool {
+func labelsMatch(sel, spec, meta map[string]string) bool {
 	for k, v := range sel {
-		if labels[k] != v {
+		got, ok := spec[k]
+		if !ok {
+			got, ok = meta[k]
+		}
+		if !ok || got != v {
 			return false
 		}
 	}
