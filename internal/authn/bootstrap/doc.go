@@ -3,6 +3,6 @@
 // service account, and expiring. Mint creates them for `meshguard ctl token create`;
 // Authenticator verifies them for the CA service as an authn.Authenticator.
 //
-// It imports identity, pki and authn only. Authenticator is immutable and safe for
-// concurrent use.
+// It imports identity, pki and authn only. Authenticator is safe for concurrent use; it
+// remembers verified tokens (by hash, until they expire) to skip repeated signature checks.
 package bootstrap

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -165,7 +166,21 @@ type Authenticator struct {
 	alg         jose.SignatureAlgorithm
 	trustDomain string
 	now         func() time.Time
+
+	// Verified tokens are remembered by hash until they expire, so that a client retrying
+	// with the same token costs no signature check. Only successes are cached.
+	mu       sync.Mutex
+	verified map[[sha256.Size]byte]verifiedToken
 }
+
+type verifiedToken struct {
+	id     identity.Identity
+	expiry time.Time
+}
+
+// maxCached bounds the cache; when full it is emptied (tokens are re-verified, never
+// wrongly accepted).
+const maxCached = 4096
 
 var _ authn.Authenticator = (*Authenticator)(nil)
 
@@ -179,7 +194,7 @@ func NewAuthenticator(pub crypto.PublicKey, trustDomain string, now func() time.
 	if now == nil {
 		now = time.Now
 	}
-	return &Authenticator{pub: pub, alg: alg, trustDomain: trustDomain, now: now}, nil
+	return &Authenticator{pub: pub, alg: alg, trustDomain: trustDomain, now: now, verified: map[[sha256.Size]byte]verifiedToken{}}, nil
 }
 
 // Authenticate implements authn.Authenticator. Only the configured algorithm is accepted
@@ -189,45 +204,62 @@ func (a *Authenticator) Authenticate(_ context.Context, cred authn.Credentials) 
 	if cred.BearerToken == "" {
 		return authn.Caller{}, authn.ErrNoCredentials
 	}
-	id, err := a.verify(cred.BearerToken)
+	sum := sha256.Sum256([]byte(cred.BearerToken))
+	now := a.now()
+	a.mu.Lock()
+	v, ok := a.verified[sum]
+	if ok && !now.Before(v.expiry.Add(leeway)) {
+		delete(a.verified, sum)
+		ok = false
+	}
+	a.mu.Unlock()
+	if ok {
+		return authn.Caller{Identity: v.id, Method: Method}, nil
+	}
+	id, expiry, err := a.verify(cred.BearerToken, now)
 	if err != nil {
 		return authn.Caller{}, fmt.Errorf("bootstrap token refused: %w", err)
 	}
+	a.mu.Lock()
+	if len(a.verified) >= maxCached {
+		clear(a.verified)
+	}
+	a.verified[sum] = verifiedToken{id: id, expiry: expiry}
+	a.mu.Unlock()
 	return authn.Caller{Identity: id, Method: Method}, nil
 }
 
-func (a *Authenticator) verify(token string) (identity.Identity, error) {
+func (a *Authenticator) verify(token string, now time.Time) (identity.Identity, time.Time, error) {
 	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{a.alg})
 	if err != nil {
-		return identity.Identity{}, fmt.Errorf("not a %s-signed JWT: %w", a.alg, err)
+		return identity.Identity{}, time.Time{}, fmt.Errorf("not a %s-signed JWT: %w", a.alg, err)
 	}
 	var c jwt.Claims
 	if err := tok.Claims(a.pub, &c); err != nil {
-		return identity.Identity{}, errors.New("signature does not verify with this control plane's token key: mint a new token with `meshguard ctl token create` against this data directory")
+		return identity.Identity{}, time.Time{}, errors.New("signature does not verify with this control plane's token key: mint a new token with `meshguard ctl token create` against this data directory")
 	}
-	now := a.now()
 	if c.Expiry == nil {
-		return identity.Identity{}, errors.New("token has no expiry (exp)")
+		return identity.Identity{}, time.Time{}, errors.New("token has no expiry (exp)")
 	}
 	if err := c.ValidateWithLeeway(jwt.Expected{Issuer: Issuer, AnyAudience: jwt.Audience{Audience}, Time: now}, leeway); err != nil {
 		switch {
 		case errors.Is(err, jwt.ErrExpired):
-			return identity.Identity{}, fmt.Errorf("token expired at %s: mint a new one", c.Expiry.Time().UTC().Format(time.RFC3339))
+			return identity.Identity{}, time.Time{}, fmt.Errorf("token expired at %s: mint a new one", c.Expiry.Time().UTC().Format(time.RFC3339))
 		case errors.Is(err, jwt.ErrInvalidAudience):
-			return identity.Identity{}, fmt.Errorf("token audience %q, want %q", []string(c.Audience), Audience)
+			return identity.Identity{}, time.Time{}, fmt.Errorf("token audience %q, want %q", []string(c.Audience), Audience)
 		case errors.Is(err, jwt.ErrInvalidIssuer):
-			return identity.Identity{}, fmt.Errorf("token issuer %q, want %q", c.Issuer, Issuer)
+			return identity.Identity{}, time.Time{}, fmt.Errorf("token issuer %q, want %q", c.Issuer, Issuer)
 		}
-		return identity.Identity{}, fmt.Errorf("token claims: %w", err)
+		return identity.Identity{}, time.Time{}, fmt.Errorf("token claims: %w", err)
 	}
 	rest, ok := strings.CutPrefix(c.Subject, subjectPrefix)
 	ns, sa, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 {
-		return identity.Identity{}, fmt.Errorf("token subject %q is not %s<namespace>:<service-account>", c.Subject, subjectPrefix)
+		return identity.Identity{}, time.Time{}, fmt.Errorf("token subject %q is not %s<namespace>:<service-account>", c.Subject, subjectPrefix)
 	}
 	id, err := identity.New(a.trustDomain, ns, sa)
 	if err != nil {
-		return identity.Identity{}, fmt.Errorf("token subject %q: %w", c.Subject, err)
+		return identity.Identity{}, time.Time{}, fmt.Errorf("token subject %q: %w", c.Subject, err)
 	}
-	return id, nil
+	return id, c.Expiry.Time(), nil
 }

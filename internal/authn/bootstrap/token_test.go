@@ -195,3 +195,27 @@ func FuzzAuthenticate(f *testing.F) {
 		}
 	})
 }
+
+// TestCacheHonoursExpiry checks that a token verified (and cached) while valid is refused
+// once it expires, and that a cached success never leaks to another token.
+func TestCacheHonoursExpiry(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := t0
+	a, err := bootstrap.NewAuthenticator(key.Public(), "cluster.local", func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := mustMint(t, key, web, time.Minute, t0)
+	for i := range 2 {
+		if c, err := a.Authenticate(context.Background(), authn.Credentials{BearerToken: tok}); err != nil || c.Identity != web {
+			t.Fatalf("call %d: %+v, %v", i, c, err)
+		}
+	}
+	if _, err := a.Authenticate(context.Background(), authn.Credentials{BearerToken: tok + "x"}); err == nil {
+		t.Fatal("a token differing from a cached one was accepted")
+	}
+	now = t0.Add(2 * time.Minute)
+	if _, err := a.Authenticate(context.Background(), authn.Credentials{BearerToken: tok}); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("cached token after expiry: %v, want expired", err)
+	}
+}
