@@ -349,3 +349,29 @@ func FuzzAuthenticate(f *testing.F) {
 		}
 	})
 }
+
+// TestConcurrentColdCache: many requests racing on an empty cache cause one fetch.
+func TestConcurrentColdCache(t *testing.T) {
+	srv := meshtest.NewJWKSServer(t)
+	srv.SetDelay(50 * time.Millisecond)
+	a := newAuth(t, "kind: RequestAuthentication\nmetadata: {name: r}\nspec: {jwtRules: [{issuer: \""+srv.Issuer()+"\", jwksUri: \""+srv.JWKSURI()+"\"}]}", jwt.Options{})
+	tok := srv.Mint(meshtest.Claims{"sub": "a"})
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			_, err := a.Authenticate(context.Background(), request(t, "/", "Authorization", "Bearer "+tok))
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := srv.Fetches(); n != 1 {
+		t.Errorf("fetches = %d for 16 concurrent cold requests, want 1", n)
+	}
+}
