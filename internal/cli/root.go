@@ -61,6 +61,7 @@ and Istio's CSR protocol, in one Go binary: control plane, agent, sidecar and CL
 		newControlplaneCmd(env),
 		newInitCmd(env),
 		newAgentCmd(env),
+		newDemoCmd(env),
 	)
 	return root
 }
