@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/meshguard/meshguard/internal/meshtest"
 	"github.com/meshguard/meshguard/internal/pki"
 )
 
@@ -263,15 +262,15 @@ func TestTrustBundleRefresh(t *testing.T) {
 		runAgent(t, a)
 		mustReady(t, a, time.Minute)
 		first := a.src.current().leaf()
-		next := meshtest.NewCA(t, "cluster.local")
-		f.setBundle(t, f.root.Root, next.Root)
+		next := newTestRoot(t, "cluster.local")
+		f.setBundle(t, f.root.cert, next.cert)
 		waitChange(t, a, first)
 		svid, _ := a.Source().GetX509SVID()
 		b, err := a.Source().GetX509BundleForTrustDomain(svid.ID.TrustDomain())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := b.X509Authorities(); len(got) != 2 || !got[1].Equal(next.Root) {
+		if got := b.X509Authorities(); len(got) != 2 || !got[1].Equal(next.cert) {
 			t.Fatalf("bundle after root rotation holds %d roots, want the old and the new", len(got))
 		}
 	})
@@ -307,7 +306,7 @@ func TestOutputDir(t *testing.T) {
 			if err != nil || !pki.KeyMatchesCert(key, leaf) {
 				t.Fatalf("%s is not the key of the current certificate (%v)", KeyFile, err)
 			}
-			if pki.DescribePublicKey(key.Public()) != pki.DescribePublicKey(leaf.PublicKey) || !bytes.Equal(rootPEM, f.root.RootPEM()) {
+			if pki.DescribePublicKey(key.Public()) != pki.DescribePublicKey(leaf.PublicKey) || !bytes.Equal(rootPEM, f.root.pem()) {
 				t.Fatalf("%s = %q, want the CA root", RootCertFile, rootPEM)
 			}
 		}
@@ -363,12 +362,12 @@ func TestNewValidates(t *testing.T) {
 		{"jitter too large", func(c *Config) { c.JitterRatio = 0.6 }, "jitter"},
 		{"bad key type", func(c *Config) { c.KeyType = 42 }, "key type"},
 		{"backoff inverted", func(c *Config) { c.RetryInitial, c.RetryMax = time.Minute, time.Second }, "backoff"},
-		{"no address", func(c *Config) { c.client = nil; c.CARoots = []*x509.Certificate{f.root.Root} }, "control plane address"},
+		{"no address", func(c *Config) { c.client = nil; c.CARoots = []*x509.Certificate{f.root.cert} }, "control plane address"},
 		{"no roots", func(c *Config) { c.client = nil; c.ControlPlane = "127.0.0.1:1" }, "CA root"},
 		{"address without port", func(c *Config) {
 			c.client = nil
 			c.ControlPlane = "127.0.0.1"
-			c.CARoots = []*x509.Certificate{f.root.Root}
+			c.CARoots = []*x509.Certificate{f.root.cert}
 		}, "HOST:PORT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/meshguard/meshguard/internal/ca"
-	"github.com/meshguard/meshguard/internal/meshtest"
+	"github.com/meshguard/meshguard/internal/identity"
 	"github.com/meshguard/meshguard/internal/pki"
 )
 
@@ -19,7 +19,7 @@ func pemOf(certs ...*x509.Certificate) string { return string(pki.EncodeCertsPEM
 // chainFixture issues a certificate for default/web with a fresh key, directly under
 // the root and under an intermediate.
 type chainFixture struct {
-	root, other  *meshtest.CA
+	root, other  *testRoot
 	key          crypto.Signer
 	leaf         *x509.Certificate // signed by the root
 	interLeaf    *x509.Certificate // signed by inter
@@ -29,32 +29,37 @@ type chainFixture struct {
 
 func newChainFixture(t testing.TB) *chainFixture {
 	t.Helper()
-	f := &chainFixture{root: meshtest.NewCA(t, "cluster.local"), other: meshtest.NewCA(t, "cluster.local")}
+	f := &chainFixture{root: newTestRoot(t, "cluster.local"), other: newTestRoot(t, "cluster.local")}
 	key, err := pki.GenerateKey(pki.KeyECP256)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.key = key
-	id := f.root.ID("default", "web")
-	chain, err := f.root.Authority(t, time.Now()).Sign(context.Background(), ca.Request{PublicKey: key.Public(), Identity: id, TTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
+	id := identity.Identity{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: "web"}
+	sign := func(s ca.Signer) []*x509.Certificate {
+		a, err := ca.New(ca.Config{TrustDomain: "cluster.local", Signer: s, Bundle: []*x509.Certificate{f.root.cert}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain, err := a.Sign(context.Background(), ca.Request{PublicKey: key.Public(), Identity: id, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return chain
 	}
-	f.leaf = chain[0]
+	f.leaf = sign(f.root.signer)[0]
 
-	d, err := pki.LoadCADir(f.root.WriteIntermediateDir(t), time.Now())
+	interKey, err := pki.GenerateKey(pki.KeyECP256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, bundle := ca.SignerFromCADir(d)
-	ia, err := ca.New(ca.Config{TrustDomain: "cluster.local", Signer: signer, Bundle: bundle})
+	inter, err := pki.CreateIntermediate(f.root.cert, f.root.signer.Key, interKey.Public(), pki.CAOptions{
+		CommonName: "test intermediate", Organization: "cluster.local", TTL: 24 * time.Hour, Now: time.Now(),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain, err = ia.Sign(context.Background(), ca.Request{PublicKey: key.Public(), Identity: id, TTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	chain := sign(ca.Signer{Cert: inter, Key: interKey})
 	f.interLeaf, f.inter = chain[0], chain[1]
 
 	// A CA certificate stands in for a leaf without a SPIFFE ID.
@@ -74,18 +79,18 @@ func TestParseCertChain(t *testing.T) {
 		wantPath  int
 		wantRoots int
 	}{
-		{"leaf and root", []string{pemOf(f.leaf), pemOf(f.root.Root)}, f.key, "", 1, 1},
-		{"leaf, intermediate, root", []string{pemOf(f.interLeaf), pemOf(f.inter), pemOf(f.root.Root)}, f.key, "", 2, 1},
-		{"several roots in the last entry", []string{pemOf(f.leaf), pemOf(f.root.Root, f.other.Root)}, f.key, "", 1, 2},
-		{"several roots as separate entries", []string{pemOf(f.leaf), pemOf(f.other.Root), pemOf(f.root.Root)}, f.key, "", 1, 2},
+		{"leaf and root", []string{pemOf(f.leaf), pemOf(f.root.cert)}, f.key, "", 1, 1},
+		{"leaf, intermediate, root", []string{pemOf(f.interLeaf), pemOf(f.inter), pemOf(f.root.cert)}, f.key, "", 2, 1},
+		{"several roots in the last entry", []string{pemOf(f.leaf), pemOf(f.root.cert, f.other.cert)}, f.key, "", 1, 2},
+		{"several roots as separate entries", []string{pemOf(f.leaf), pemOf(f.other.cert), pemOf(f.root.cert)}, f.key, "", 1, 2},
 		{"leaf alone", []string{pemOf(f.leaf)}, f.key, "1 entries", 0, 0},
 		{"empty", nil, f.key, "0 entries", 0, 0},
 		{"garbage", []string{pemOf(f.leaf), "not PEM"}, f.key, "cert_chain[1]", 0, 0},
 		{"no root", []string{pemOf(f.interLeaf), pemOf(f.inter)}, f.key, "no self-signed root", 0, 0},
-		{"foreign root", []string{pemOf(f.leaf), pemOf(f.other.Root)}, f.key, "unknown authority", 0, 0},
-		{"missing intermediate", []string{pemOf(f.interLeaf), pemOf(f.root.Root)}, f.key, "unknown authority", 0, 0},
-		{"not our key", []string{pemOf(f.leaf), pemOf(f.root.Root)}, otherKey, "not for the key", 0, 0},
-		{"leaf without SPIFFE ID", []string{pemOf(f.noSPIFFELeaf), pemOf(f.root.Root)}, f.key, "leaf certificate", 0, 0},
+		{"foreign root", []string{pemOf(f.leaf), pemOf(f.other.cert)}, f.key, "unknown authority", 0, 0},
+		{"missing intermediate", []string{pemOf(f.interLeaf), pemOf(f.root.cert)}, f.key, "unknown authority", 0, 0},
+		{"not our key", []string{pemOf(f.leaf), pemOf(f.root.cert)}, otherKey, "not for the key", 0, 0},
+		{"leaf without SPIFFE ID", []string{pemOf(f.noSPIFFELeaf), pemOf(f.root.cert)}, f.key, "leaf certificate", 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			svid, bundle, err := parseCertChain(tc.chain, tc.key, now)
@@ -113,7 +118,7 @@ func TestParseCertChain(t *testing.T) {
 		})
 	}
 	t.Run("expired", func(t *testing.T) {
-		_, _, err := parseCertChain([]string{pemOf(f.leaf), pemOf(f.root.Root)}, f.key, f.leaf.NotAfter.Add(time.Second))
+		_, _, err := parseCertChain([]string{pemOf(f.leaf), pemOf(f.root.cert)}, f.key, f.leaf.NotAfter.Add(time.Second))
 		if !errors.Is(err, ErrBadResponse) || !strings.Contains(err.Error(), "expired") {
 			t.Fatalf("parseCertChain after NotAfter = %v, want an expiry error", err)
 		}
@@ -128,10 +133,10 @@ func FuzzParseCertChain(f *testing.F) {
 	now := time.Now()
 	sep := "\x00"
 	for _, seed := range [][]string{
-		{pemOf(fx.leaf), pemOf(fx.root.Root)},
-		{pemOf(fx.interLeaf), pemOf(fx.inter), pemOf(fx.root.Root)},
-		{pemOf(fx.leaf), pemOf(fx.root.Root, fx.other.Root)},
-		{pemOf(fx.leaf), pemOf(fx.other.Root)},
+		{pemOf(fx.leaf), pemOf(fx.root.cert)},
+		{pemOf(fx.interLeaf), pemOf(fx.inter), pemOf(fx.root.cert)},
+		{pemOf(fx.leaf), pemOf(fx.root.cert, fx.other.cert)},
+		{pemOf(fx.leaf), pemOf(fx.other.cert)},
 		{pemOf(fx.leaf)},
 		{"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", ""},
 	} {

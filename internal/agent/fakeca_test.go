@@ -19,7 +19,6 @@ import (
 	"github.com/meshguard/meshguard/internal/authn/peercert"
 	"github.com/meshguard/meshguard/internal/ca"
 	"github.com/meshguard/meshguard/internal/identity"
-	"github.com/meshguard/meshguard/internal/meshtest"
 	"github.com/meshguard/meshguard/internal/pki"
 )
 
@@ -31,7 +30,7 @@ import (
 // against the bundle as a TLS server with RequireAndVerifyClientCert would.
 type fakeCA struct {
 	td       string
-	root     *meshtest.CA
+	root     *testRoot
 	tokenKey crypto.Signer
 	auth     authn.Authenticator
 
@@ -44,7 +43,7 @@ type fakeCA struct {
 
 func newFakeCA(t testing.TB, td string) *fakeCA {
 	t.Helper()
-	root := meshtest.NewCA(t, td)
+	root := newTestRoot(t, td)
 	key, err := pki.GenerateKey(pki.KeyECP256)
 	if err != nil {
 		t.Fatal(err)
@@ -54,14 +53,34 @@ func newFakeCA(t testing.TB, td string) *fakeCA {
 		t.Fatal(err)
 	}
 	f := &fakeCA{td: td, root: root, tokenKey: key, auth: authn.Chain{ba, peercert.New(td, nil)}}
-	f.setBundle(t, root.Root)
+	f.setBundle(t, root.cert)
 	return f
 }
+
+// testRoot is a self-signed CA made by the real ca package. (meshtest cannot be used
+// here: it starts agents, so it imports this package.)
+type testRoot struct {
+	cert   *x509.Certificate
+	signer ca.Signer
+}
+
+func newTestRoot(t testing.TB, td string) *testRoot {
+	t.Helper()
+	// Back-dated a year so that tests under synctest (whose clock starts in 2000) and
+	// real-time tests can both use it.
+	cert, signer, err := ca.NewRoot(td, 20*365*24*time.Hour, time.Now().Add(-365*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testRoot{cert: cert, signer: signer}
+}
+
+func (r *testRoot) pem() []byte { return pki.EncodeCertsPEM(r.cert) }
 
 // setBundle replaces the authority so that it hands out roots (the signing root first).
 func (f *fakeCA) setBundle(t testing.TB, roots ...*x509.Certificate) {
 	t.Helper()
-	a, err := ca.New(ca.Config{TrustDomain: f.td, Signer: f.root.Signer, Bundle: roots, MaxTTL: 30 * 24 * time.Hour})
+	a, err := ca.New(ca.Config{TrustDomain: f.td, Signer: f.root.signer, Bundle: roots, MaxTTL: 30 * 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -395,3 +395,36 @@ func TestNewValidates(t *testing.T) {
 		})
 	}
 }
+
+// TestNoLostUpdates: changes that race with ACKs are never lost: after a burst of
+// rotations, each acknowledged as it arrives, the stream ends up with the last one.
+func TestNoLostUpdates(t *testing.T) {
+	ca := newTestCA(t, "cluster.local")
+	src := newMemSource()
+	src.set(ca.issue(t, "/ns/default/sa/web"), ca.bundle())
+	_, sock := startServer(t, src)
+	st := openStream(t, dial(t, sock))
+	st.request("", "", WorkloadResource)
+	r := st.next()
+	var last *x509svid.SVID
+	for range 30 {
+		last = ca.issue(t, "/ns/default/sa/web")
+		src.set(last, ca.bundle())
+		st.ack(r, WorkloadResource)
+		select {
+		case r = <-st.recv:
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	for !leafOf(t, secrets(t, r)[WorkloadResource]).Equal(last.Certificates[0]) {
+		st.ack(r, WorkloadResource)
+		select {
+		case r = <-st.recv:
+		case err := <-st.errc:
+			t.Fatal(err)
+		case <-deadline:
+			t.Fatal("the last rotation never reached the stream")
+		}
+	}
+}

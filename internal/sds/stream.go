@@ -57,10 +57,11 @@ func (s *Server) StreamSecrets(out grpc.BidiStreamingServer[discovery.DiscoveryR
 		}
 	}()
 
+	// The change channel is taken before the Source is first read and renewed only after
+	// it fires, so no change is missed: every read of the Source happens after the
+	// channel in hand was taken.
+	updated := s.cfg.Source.Updated()
 	for {
-		// Take the change channel before reading the Source, so that a change between the
-		// read and the select is not missed.
-		updated := s.cfg.Source.Updated()
 		select {
 		case <-ctx.Done():
 			st.log.Debug("SDS stream closed", "reason", ctx.Err())
@@ -76,6 +77,7 @@ func (s *Server) StreamSecrets(out grpc.BidiStreamingServer[discovery.DiscoveryR
 				return err
 			}
 		case <-updated:
+			updated = s.cfg.Source.Updated()
 			if err := st.push(); err != nil {
 				return err
 			}
