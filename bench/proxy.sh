@@ -71,8 +71,10 @@ command -v python3 >/dev/null || need_root_install python3 python3
 command -v taskset >/dev/null || need_root_install taskset util-linux
 NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then CPU_A=0; CPU_B=1; else CPU_A=0; CPU_B=0; fi
-pin_a() { taskset -c "$CPU_A" "$@"; }
-pin_b() { taskset -c "$CPU_B" "$@"; }
+# Arrays, not functions: a backgrounded function runs in a subshell, and $! would then
+# name the subshell instead of the process to measure and stop.
+PIN_A=(taskset -c "$CPU_A")
+PIN_B=(taskset -c "$CPU_B")
 
 log "building meshguard"
 MG="$WORK/meshguard"
@@ -87,6 +89,13 @@ wait_port() { # host port [seconds]
   done
   return 1
 }
+
+# A leftover server from an earlier run would silently take the measurements: refuse.
+for port in $ECHO_PORT $NGINX_CLIENT_PORT $NGINX_SERVER_PORT $MG_CLIENT_PORT $MG_SERVER_PORT $MG_CP_PORT; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "port 127.0.0.1:$port is already in use (a leftover benchmark process?); stop it first"
+  fi
+done
 
 # descendants PID: PID and every descendant, from /proc.
 tree_pids() {
@@ -124,38 +133,43 @@ tree_hwm_kib() {
 }
 
 # ---------------------------------------------------------------- certificates
-# A mesh root and two workload certificates. Each carries the workload's SPIFFE ID as
-# URI SAN and a DNS SAN, because nginx verifies the peer's name by DNS SAN only.
+# One CA hierarchy for both pairs, made by meshguard itself: `ctl pki create-root` and
+# `ctl pki create-intermediate`. The meshguard control plane signs with that
+# intermediate; nginx's two leaves are signed with it too (by openssl, because the
+# meshguard CA only issues to authenticated workloads over its CSR protocol). nginx's
+# leaves carry the SPIFFE ID as URI SAN plus a DNS SAN, because nginx verifies the peer
+# by DNS name only.
 PKI="$WORK/pki"
 mkdir -p "$PKI"
 issue_certs() {
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj "/O=cluster.local" -keyout "$PKI/root.key" -out "$PKI/root.pem" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  "$MG" ctl pki create-root --out "$PKI/root" >/dev/null
+  "$MG" ctl pki create-intermediate --root "$PKI/root" --out "$PKI/cacerts" >/dev/null
+  cp "$PKI/cacerts/root-cert.pem" "$PKI/root.pem"
   local w
   for w in client server; do
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=cluster.local" \
       -keyout "$PKI/$w.key" -out "$PKI/$w.csr" 2>/dev/null
-    printf 'subjectAltName=URI:spiffe://cluster.local/ns/bench/sa/%s,DNS:%s.bench.svc.cluster.local\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' "$w" "$w" >"$PKI/$w.ext"
-    openssl x509 -req -in "$PKI/$w.csr" -CA "$PKI/root.pem" -CAkey "$PKI/root.key" -CAcreateserial \
-      -days 1 -extfile "$PKI/$w.ext" -out "$PKI/$w.pem" 2>/dev/null
+    printf 'subjectAltName=URI:spiffe://cluster.local/ns/bench/sa/nginx-%s,DNS:%s.bench.svc.cluster.local\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' "$w" "$w" >"$PKI/$w.ext"
+    openssl x509 -req -in "$PKI/$w.csr" -CA "$PKI/cacerts/ca-cert.pem" -CAkey "$PKI/cacerts/ca-key.pem" \
+      -CAcreateserial -days 1 -extfile "$PKI/$w.ext" -out "$PKI/$w.leaf.pem" 2>/dev/null
+    cat "$PKI/$w.leaf.pem" "$PKI/cacerts/ca-cert.pem" >"$PKI/$w.pem"
   done
 }
 issue_certs
 
 # ---------------------------------------------------------------- echo backend
 log "starting echo backend (fortio server) on 127.0.0.1:$ECHO_PORT"
-pin_b "$FORTIO" server -http-port "127.0.0.1:$ECHO_PORT" -grpc-port disabled -redirect-port disabled \
+"${PIN_B[@]}" "$FORTIO" server -http-port "127.0.0.1:$ECHO_PORT" -grpc-port disabled -redirect-port disabled \
   -loglevel Error >"$WORK/echo.log" 2>&1 &
 PIDS+=($!)
 wait_port 127.0.0.1 "$ECHO_PORT" || die "echo backend did not start: $(cat "$WORK/echo.log")"
 
 # ---------------------------------------------------------------- nginx pair
-start_nginx() { # name cpu-pin-fn conf
+start_nginx() { # name cpu conf
   local dir="$WORK/nginx-$1"
   mkdir -p "$dir/logs"
   printf '%s\n' "$3" >"$dir/nginx.conf"
-  $2 "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/out.log" 2>&1 &
+  taskset -c "$2" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/out.log" 2>&1 &
   PIDS+=($!)
   STARTED_PID=$!
 }
@@ -163,7 +177,7 @@ NGINX_COMMON="worker_processes 1;
 error_log logs/error.log warn;
 pid logs/nginx.pid;
 events { worker_connections 4096; }"
-start_nginx server pin_b "$NGINX_COMMON
+start_nginx server "$CPU_B" "$NGINX_COMMON
 http {
   access_log off;
   upstream app { server 127.0.0.1:$ECHO_PORT; keepalive 128; }
@@ -174,6 +188,7 @@ http {
     ssl_certificate_key $PKI/server.key;
     ssl_client_certificate $PKI/root.pem;
     ssl_verify_client on;
+    ssl_verify_depth 2;
     keepalive_requests 10000000;
     location / {
       proxy_pass http://app;
@@ -183,7 +198,7 @@ http {
   }
 }"
 NGINX_SERVER_PID=$STARTED_PID
-start_nginx client pin_a "$NGINX_COMMON
+start_nginx client "$CPU_A" "$NGINX_COMMON
 http {
   access_log off;
   upstream peer { server 127.0.0.1:$NGINX_SERVER_PORT; keepalive 128; keepalive_requests 10000000; }
@@ -199,6 +214,7 @@ http {
       proxy_ssl_certificate_key $PKI/client.key;
       proxy_ssl_trusted_certificate $PKI/root.pem;
       proxy_ssl_verify on;
+      proxy_ssl_verify_depth 2;
       proxy_ssl_name server.bench.svc.cluster.local;
       proxy_ssl_session_reuse on;
     }
@@ -232,7 +248,7 @@ run_path() {
   local name=$1 port=$2 cpid=$3 spid=$4 rep dir c0 s0 c1 s1
   local url="http://127.0.0.1:$port$URL_PATH"
   # Warm-up: connections, TLS sessions, pools, Go heap.
-  pin_a "$FORTIO" load -quiet -qps 1000 -c 16 -t 2s "$url" >/dev/null 2>&1 || true
+  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t 2s "$url" >/dev/null 2>&1 || true
   for ((rep = 1; rep <= REPS; rep++)); do
     dir="$WORK/results/$name/$rep"
     mkdir -p "$dir"
@@ -240,13 +256,13 @@ run_path() {
     c0=0 s0=0
     [ -n "$cpid" ] && c0=$(tree_ticks "$cpid")
     [ -n "$spid" ] && s0=$(tree_ticks "$spid")
-    pin_a "$FORTIO" load -quiet -qps 1000 -c 16 -t "$DUR" -uniform -p 50,99 -json "$dir/fixed.json" "$url" >"$dir/fixed.log" 2>&1
+    "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t "$DUR" -uniform -p 50,99 -json "$dir/fixed.json" "$url" >"$dir/fixed.log" 2>&1
     c1=0 s1=0
     [ -n "$cpid" ] && c1=$(tree_ticks "$cpid")
     [ -n "$spid" ] && s1=$(tree_ticks "$spid")
     echo "$((c1 - c0)) $((s1 - s0))" >"$dir/cpu_ticks"
-    pin_a "$FORTIO" load -quiet -qps 0 -c 32 -t "$DUR" -p 50,99 -json "$dir/max.json" "$url" >"$dir/max.log" 2>&1
-    pin_a "$FORTIO" load -quiet -qps "$NEWCONN_QPS" -c 16 -t "$DUR" -uniform -keepalive=false -p 50,99 \
+    "${PIN_A[@]}" "$FORTIO" load -quiet -qps 0 -c 32 -t "$DUR" -p 50,99 -json "$dir/max.json" "$url" >"$dir/max.log" 2>&1
+    "${PIN_A[@]}" "$FORTIO" load -quiet -qps "$NEWCONN_QPS" -c 16 -t "$DUR" -uniform -keepalive=false -p 50,99 \
       -json "$dir/newconn.json" "$url" >"$dir/newconn.log" 2>&1
   done
   local ch=0 sh=0
