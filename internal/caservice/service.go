@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -81,7 +82,7 @@ func (s *Server) CreateCertificate(ctx context.Context, req *pb.IstioCertificate
 		}
 	}
 	refuse := func(code codes.Code, public string, cause error, extra ...any) error {
-		args := append(append(attrs, extra...), slog.String("code", code.String()), slog.Any("error", cause))
+		args := slices.Concat(attrs, extra, []any{slog.String("code", code.String()), slog.Any("error", cause)})
 		s.log.WarnContext(ctx, "certificate request refused", args...)
 		return status.Error(code, public)
 	}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -443,17 +445,38 @@ func TestBadCACertsDirRefused(t *testing.T) {
 }
 
 func TestShutdownOnCancel(t *testing.T) {
+	before := runtime.NumGoroutine()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, err := controlplane.New(controlplane.Config{DataDir: t.TempDir(), Listener: lis})
+	dataDir := t.TempDir()
+	cp, err := controlplane.New(controlplane.Config{DataDir: dataDir, Listener: lis})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cp.Run(ctx) }()
+
+	// Serve one real call first, so that shutdown has connection goroutines to end.
+	pool := x509.NewCertPool()
+	for _, r := range cp.TrustBundle() {
+		pool.AddCert(r)
+	}
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := bootstrap.LoadOrCreateKey(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := bootstrap.Mint(key, identity.Identity{Namespace: "default", ServiceAccount: "web"}, time.Hour, time.Now())
+	if _, err := call(t, conn, tok, newCSR(t, nil, "").pem, time.Hour, nil); err != nil {
+		t.Fatalf("CreateCertificate before shutdown: %v", err)
+	}
+	conn.Close()
 	cancel()
 	select {
 	case err := <-done:
@@ -466,5 +489,14 @@ func TestShutdownOnCancel(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", lis.Addr().String(), time.Second); err == nil {
 		c.Close()
 		t.Error("listener still accepts after shutdown")
+	}
+	// Every goroutine Run started must be gone (allowing the runtime a moment to reap).
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines after shutdown, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,21 +70,16 @@ func StartControlPlane(tb testing.TB, o ControlPlaneOptions) *ControlPlane {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cp.Run(ctx) }()
-	var stopped bool
-	var runErr error
-	stop := func() error {
-		if stopped {
-			return runErr
-		}
-		stopped = true
+	stop := sync.OnceValue(func() error {
 		cancel()
 		select {
-		case runErr = <-done:
+		case err := <-done:
+			return err
 		case <-time.After(15 * time.Second):
 			tb.Errorf("meshtest: control plane did not stop within 15s")
+			return nil
 		}
-		return runErr
-	}
+	})
 	tb.Cleanup(func() {
 		if err := stop(); err != nil {
 			tb.Errorf("meshtest: control plane Run: %v", err)
