@@ -184,3 +184,15 @@ func TestCAServerName(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParseCertChain measures checking a CA answer (leaf, intermediate, root).
+func BenchmarkParseCertChain(b *testing.B) {
+	f := newChainFixture(b)
+	chain := []string{pemOf(f.interLeaf), pemOf(f.inter), pemOf(f.root.cert)}
+	now := time.Now()
+	for b.Loop() {
+		if _, _, err := parseCertChain(chain, f.key, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

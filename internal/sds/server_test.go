@@ -15,13 +15,16 @@ import (
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -425,6 +428,54 @@ func TestNoLostUpdates(t *testing.T) {
 			t.Fatal(err)
 		case <-deadline:
 			t.Fatal("the last rotation never reached the stream")
+		}
+	}
+}
+
+// BenchmarkFetchSecrets measures one FetchSecrets round trip over the unix socket,
+// including PEM encoding of the chain, key and bundle.
+func BenchmarkFetchSecrets(b *testing.B) {
+	svid, err := x509svid.Load("testdata/cert-chain.pem", "testdata/key.pem")
+	if err != nil {
+		b.Fatal(err)
+	}
+	bundle, _ := x509bundle.Load(spiffeid.RequireTrustDomainFromString("cluster.local"), "testdata/root-cert.pem")
+	src := newMemSource()
+	src.set(svid, bundle)
+	dir, _ := os.MkdirTemp("", "sdsbench")
+	defer os.RemoveAll(dir)
+	srv, _ := New(Config{SocketPath: filepath.Join(dir, "s"), Source: src, Logger: testLogger(b)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-srv.Ready()
+	cc, err := grpc.NewClient("unix://"+filepath.Join(dir, "s"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	c := secretv3.NewSecretDiscoveryServiceClient(cc)
+	req := &discovery.DiscoveryRequest{TypeUrl: SecretTypeURL, ResourceNames: []string{WorkloadResource, RootResource}}
+	for b.Loop() {
+		if _, err := c.FetchSecrets(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSnapshotResponse measures building the response a push sends.
+func BenchmarkSnapshotResponse(b *testing.B) {
+	svid, _ := x509svid.Load("testdata/cert-chain.pem", "testdata/key.pem")
+	bundle, _ := x509bundle.Load(spiffeid.RequireTrustDomainFromString("cluster.local"), "testdata/root-cert.pem")
+	names := []string{WorkloadResource, RootResource}
+	for b.Loop() {
+		snap, err := newSnapshot(svid, bundle)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := snap.response(names, "n"); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
