@@ -6,6 +6,7 @@ package redirect_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -333,4 +334,260 @@ func stripCounters(s string) string {
 		b.WriteString(iptCounter.ReplaceAllString(line, "[]") + "\n")
 	}
 	return b.String()
+}
+
+// meshConfig is the --config-dir content both sidecars read: the server workload as a
+// ServiceEntry + WorkloadEntry at its veth address (so a captured connection to that
+// address is a mesh destination), ISTIO_MUTUAL to it, and STRICT mTLS namespace-wide.
+func meshConfig(serverIP string) string {
+	return `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: server
+  namespace: default
+spec:
+  hosts: ["server.default.svc.cluster.local"]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - number: 8080
+    name: http
+    protocol: HTTP
+  workloadSelector:
+    labels:
+      app: server
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: server
+  namespace: default
+spec:
+  address: ` + serverIP + `
+  labels:
+    app: server
+  serviceAccount: server
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: default
+  namespace: default
+spec:
+  host: "*.default.svc.cluster.local"
+  trafficPolicy:
+    tls:
+      mode: ISTIO_MUTUAL
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: default
+  namespace: default
+spec:
+  mtls:
+    mode: STRICT
+`
+}
+
+// sidecarDir prepares what one sidecar reads, in a directory the proxy user owns: the
+// control plane's root, a bootstrap token, and the config directory.
+func sidecarDir(t *testing.T, cp *meshtest.ControlPlane, sa, config string) string {
+	t.Helper()
+	dir := filepath.Join(bins.dir, t.Name(), sa)
+	if err := os.MkdirAll(filepath.Join(dir, "config"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(filepath.Join(bins.dir, strings.SplitN(t.Name(), "/", 2)[0])) })
+	root, err := os.ReadFile(cp.RootCertPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"root-cert.pem":    string(root),
+		"token":            cp.Token(t, "default", sa, time.Hour),
+		"config/mesh.yaml": config,
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{dir, filepath.Join(dir, "config")} {
+		if err := os.Chown(p, redirect.DefaultProxyUID, redirect.DefaultProxyUID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// startSidecar runs `meshguard sidecar` in w's namespace as the proxy user and waits
+// until its admin endpoint reports ready (certificate held, configuration applied).
+func (w *workload) startSidecar(t *testing.T, dir, sa, app string) {
+	t.Helper()
+	cmd := w.ns.CommandAs(context.Background(), redirect.DefaultProxyUID, redirect.DefaultProxyUID, w.meshguard,
+		"sidecar", "--controlplane", "127.0.0.1:15012", "--ca-root", filepath.Join(dir, "root-cert.pem"),
+		"--token-file", filepath.Join(dir, "token"), "--workload", sa, "--namespace", "default",
+		"--service-account", sa, "--labels", "app="+sa, "--app", app,
+		"--inbound-port", "15006", "--outbound-port", "15001",
+		"--config-dir", filepath.Join(dir, "config"), "--admin", "127.0.0.1:15020")
+	cmd.Dir = dir
+	meshtest.StartProc(t, "meshguard sidecar "+sa, cmd, "")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var status int
+		err := w.ns.Do(func() error {
+			c := &http.Client{Timeout: time.Second}
+			resp, err := c.Get("http://127.0.0.1:15020/healthz/ready")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			status = resp.StatusCode
+			return nil
+		})
+		if err == nil && status == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sidecar %s not ready after 30s (status %d, %v)", sa, status, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// httpGet runs an unchanged HTTP client in w's namespace (as root, i.e. an app, or as
+// the proxy user, which the redirect rules exempt).
+func (w *workload) httpGet(t *testing.T, asProxy bool, url string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	out, err := w.helperCmd(ctx, asProxy, "http-get", url).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// TestNetnsSidecarMTLS is issue 5's network-namespace test: namespace A runs an
+// unchanged HTTP client, B an unchanged HTTP server, each with `meshguard init` and a
+// `meshguard sidecar` running as the proxy user. The client calls the server's plain
+// address; the capture on the veth between them must hold only TLS records and never
+// the response body; and a plaintext client that bypasses A's sidecar is refused by B's
+// STRICT sidecar.
+func TestNetnsSidecarMTLS(t *testing.T) {
+	a, b := newWorkloads(t, "nft", "tcpdump")
+	cp := meshtest.StartControlPlane(t, meshtest.ControlPlaneOptions{})
+	for _, w := range []*workload{a, b} {
+		w.ns.Forward(t, "127.0.0.1:15012", cp.Addr)
+	}
+	serverURL := "http://" + b.ns.IP().String() + ":8080/"
+	secret := fmt.Sprintf("secret-body-%d", time.Now().UnixNano())
+	config := meshConfig(b.ns.IP().String())
+
+	// The server app listens on every address: without the mesh, anyone on the veth
+	// could read it in plaintext, as the first request shows.
+	b.startHelper(t, false, "http-server", ":8080", secret)
+	if got, err := a.httpGet(t, false, serverURL); err != nil || got != "200 "+secret {
+		t.Fatalf("before the mesh: GET %s = %q, %v; want the plaintext body", serverURL, got, err)
+	}
+
+	if out, err := exec.Command(a.meshguard, "sidecar", "--help").CombinedOutput(); err != nil {
+		t.Skipf("this build has no `meshguard sidecar` yet: %v: %s", err, out)
+	}
+
+	b.init(t)
+	a.init(t)
+	b.startSidecar(t, sidecarDir(t, cp, "server", config), "server", "127.0.0.1:8080")
+	a.startSidecar(t, sidecarDir(t, cp, "client", config), "client", "127.0.0.1:8081")
+
+	capture := a.ns.StartCapture(t, "tcp", 20000, time.Minute)
+	for i := range 3 {
+		got, err := a.httpGet(t, false, serverURL)
+		if err != nil || got != "200 "+secret {
+			t.Fatalf("request %d through the mesh: GET %s = %q, %v; want 200 and the body", i, serverURL, got, err)
+		}
+	}
+	segs := capture.Stop(t)
+	checkOnlyTLS(t, segs, b.ns.IP().String(), secret)
+
+	// A plaintext client that bypasses A's capture (it runs as the proxy user) reaches
+	// B's inbound capture, and STRICT refuses it: no response, no body on the wire.
+	capture = a.ns.StartCapture(t, "tcp", 20000, time.Minute)
+	got, err := a.httpGet(t, true, serverURL)
+	segs = capture.Stop(t)
+	if err == nil {
+		t.Errorf("plaintext GET %s past the client sidecar = %q; want STRICT to refuse it", serverURL, got)
+	}
+	for _, s := range segs {
+		if bytes.Contains(s.Payload, []byte(secret)) {
+			t.Errorf("plaintext response body crossed the veth: %s → %s %q", s.Src, s.Dst, s.Payload)
+		}
+	}
+}
+
+// checkOnlyTLS fails the test with every problem onlyTLS finds.
+func checkOnlyTLS(t *testing.T, segs []meshtest.Segment, serverIP, secret string) {
+	t.Helper()
+	for _, err := range onlyTLS(segs, serverIP, secret) {
+		t.Error(err)
+	}
+}
+
+// onlyTLS checks that the capture has traffic to serverIP, that every byte of every TCP
+// stream in it, in both directions, parses as a sequence of TLS records, and that the
+// secret never appears.
+func onlyTLS(segs []meshtest.Segment, serverIP, secret string) []error {
+	var errs []error
+	streams := make(map[string][]byte)
+	var order []string
+	for _, s := range segs {
+		if len(s.Payload) == 0 {
+			continue
+		}
+		if bytes.Contains(s.Payload, []byte(secret)) {
+			errs = append(errs, fmt.Errorf("plaintext body on the veth: %s → %s", s.Src, s.Dst))
+		}
+		k := s.Src.String() + " → " + s.Dst.String()
+		if _, ok := streams[k]; !ok {
+			order = append(order, k)
+		}
+		streams[k] = append(streams[k], s.Payload...)
+	}
+	toServer := 0
+	for _, k := range order {
+		if strings.Contains(k, "→ "+serverIP+":") {
+			toServer++
+		}
+		if err := tlsRecordsOnly(streams[k]); err != nil {
+			errs = append(errs, fmt.Errorf("stream %s is not TLS: %w (first bytes %q)", k, err, head(streams[k])))
+		}
+	}
+	if toServer == 0 {
+		errs = append(errs, fmt.Errorf("capture holds no payload sent to %s (%d segments): the requests did not cross the veth", serverIP, len(segs)))
+	}
+	return errs
+}
+
+// tlsRecordsOnly walks b as TLS records: content type 20–24, version 3.x, length within
+// the limit, and nothing left over except the start of a record cut off by the capture.
+func tlsRecordsOnly(b []byte) error {
+	for off := 0; off < len(b); {
+		if len(b)-off < 5 {
+			return nil // a record header split at the end of the capture
+		}
+		typ, major, n := b[off], b[off+1], int(b[off+3])<<8|int(b[off+4])
+		if typ < 20 || typ > 24 || major != 3 || n > 1<<14+2048 {
+			return fmt.Errorf("byte %d: not a TLS record header (type %d, version %d.%d, length %d)", off, typ, major, b[off+2], n)
+		}
+		off += 5 + n
+	}
+	return nil
+}
+
+func head(b []byte) []byte {
+	if len(b) > 32 {
+		return b[:32]
+	}
+	return b
 }
