@@ -1,12 +1,15 @@
 package xds
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
@@ -44,6 +48,8 @@ type Client struct {
 	cfg ClientConfig
 	log *slog.Logger
 	pub *config.StaticStore
+
+	valid validCache // used by the Run goroutine only
 
 	mu sync.Mutex
 	st ClientStatus
@@ -198,7 +204,7 @@ func (c *Client) apply(ctx context.Context, st grpc.BidiStreamingClient[discover
 	for t, r := range p.res {
 		byType[t] = r.GetResources()
 	}
-	snap, verr := decodeSnapshot(byType)
+	snap, verr := c.valid.validate(byType)
 	c.mu.Lock()
 	prev := c.st.Version
 	c.mu.Unlock()
@@ -226,42 +232,139 @@ func (c *Client) apply(ctx context.Context, st grpc.BidiStreamingClient[discover
 	return nil
 }
 
-// decodeSnapshot decodes resources by type URL and validates them together as the
-// control plane's loader would: a push that would not load from YAML is refused whole.
-func decodeSnapshot(byType map[string][]*anypb.Any) (*config.Snapshot, error) {
-	var objs []*config.Object
-	var mesh *meshv1alpha1.MeshConfig
+// decoded is a push, decoded but not yet validated.
+type decoded struct {
+	objs        []*config.Object
+	mesh        *meshv1alpha1.MeshConfig
+	meshVersion string
+}
+
+// decodePush decodes resources by type URL: exactly one mesh config, and objects with
+// unique names per kind.
+func decodePush(byType map[string][]*anypb.Any) (*decoded, error) {
+	d := &decoded{}
+	seen := map[string]bool{}
 	for _, t := range Types {
 		for i, a := range byType[t] {
 			if t == TypeMeshConfig {
-				if mesh != nil {
+				if d.mesh != nil {
 					return nil, fmt.Errorf("%s: more than one mesh config", t)
 				}
-				m, err := DecodeMesh(a)
+				m, v, err := decodeMeshVersion(a)
 				if err != nil {
 					return nil, fmt.Errorf("%s resource %d: %w", t, i, err)
 				}
-				mesh = m
+				d.mesh, d.meshVersion = m, v
 				continue
 			}
 			o, err := DecodeObject(t, a)
 			if err != nil {
 				return nil, fmt.Errorf("%s resource %d: %w", t, i, err)
 			}
-			objs = append(objs, o)
+			if k := t + " " + o.Key(); seen[k] {
+				return nil, fmt.Errorf("%s resource %d: %s is sent twice", t, i, o.Key())
+			} else {
+				seen[k] = true
+			}
+			d.objs = append(d.objs, o)
 		}
 	}
-	if mesh == nil {
+	if d.mesh == nil {
 		return nil, fmt.Errorf("%s: no mesh config in the push", TypeMeshConfig)
 	}
-	// Round-trip through the YAML form so that validation is exactly the loader's.
+	return d, nil
+}
+
+// validateFull validates the mesh config and every object exactly as the control
+// plane's loader does, by loading their YAML form.
+func validateFull(objs []*config.Object, mesh *meshv1alpha1.MeshConfig) error {
 	y, err := config.Encode(config.NewSnapshot(objs, mesh))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	snap, _, err := (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "push", Data: y})
+	_, _, err = (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "push", Data: y})
+	return err
+}
+
+// validateObjects validates objects under a mesh config that was itself validated
+// before. Object validation reads only the mesh's extension providers, so the mesh
+// document carries just those: loading the whole MeshConfig again for every push would
+// cost each sidecar milliseconds when a mesh-wide policy changes.
+func validateObjects(objs []*config.Object, mesh *meshv1alpha1.MeshConfig) error {
+	var buf bytes.Buffer
+	mc, err := protojson.Marshal(&meshv1alpha1.MeshConfig{ExtensionProviders: mesh.GetExtensionProviders()})
+	if err != nil {
+		return fmt.Errorf("encode mesh config: %w", err)
+	}
+	fmt.Fprintf(&buf, "{\"apiVersion\": \"install.istio.io/v1alpha1\", \"kind\": \"IstioOperator\", \"spec\": {\"meshConfig\": %s}}\n", mc)
+	for _, o := range objs {
+		spec, err := protojson.Marshal(o.Spec)
+		if err != nil {
+			return fmt.Errorf("encode %s %s: %w", o.Kind, o.Key(), err)
+		}
+		doc, err := json.Marshal(map[string]any{
+			"apiVersion": strings.TrimSuffix(TypeOf(o.Kind), "/"+string(o.Kind)),
+			"kind":       string(o.Kind),
+			"metadata":   map[string]any{"name": o.Name, "namespace": o.Namespace, "labels": o.Labels, "annotations": o.Annotations},
+			"spec":       json.RawMessage(spec),
+		})
+		if err != nil {
+			return fmt.Errorf("encode %s %s: %w", o.Kind, o.Key(), err)
+		}
+		buf.WriteString("---\n")
+		buf.Write(doc)
+		buf.WriteByte('\n')
+	}
+	_, _, err = (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "push", Data: buf.Bytes()})
+	return err
+}
+
+// decodeSnapshot decodes and fully validates resources by type URL.
+func decodeSnapshot(byType map[string][]*anypb.Any) (*config.Snapshot, error) {
+	d, err := decodePush(byType)
 	if err != nil {
 		return nil, err
 	}
-	return snap, nil
+	if err := validateFull(d.objs, d.mesh); err != nil {
+		return nil, err
+	}
+	return config.NewSnapshot(d.objs, d.mesh), nil
+}
+
+// validCache remembers which objects already validated under which mesh config, so
+// that a push validates only what changed.
+type validCache struct {
+	mesh string
+	ok   map[encKey]bool
+}
+
+// validate decodes a push and validates what the cache has not seen; on success the
+// cache holds exactly the push.
+func (vc *validCache) validate(byType map[string][]*anypb.Any) (*config.Snapshot, error) {
+	d, err := decodePush(byType)
+	if err != nil {
+		return nil, err
+	}
+	key := func(o *config.Object) encKey { return encKey{o.Kind, o.Key(), o.ResourceVersion} }
+	if d.meshVersion == "" || d.meshVersion != vc.mesh {
+		err = validateFull(d.objs, d.mesh)
+	} else {
+		var fresh []*config.Object
+		for _, o := range d.objs {
+			if !vc.ok[key(o)] {
+				fresh = append(fresh, o)
+			}
+		}
+		if len(fresh) > 0 {
+			err = validateObjects(fresh, d.mesh)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	vc.mesh, vc.ok = d.meshVersion, make(map[encKey]bool, len(d.objs))
+	for _, o := range d.objs {
+		vc.ok[key(o)] = true
+	}
+	return config.NewSnapshot(d.objs, d.mesh), nil
 }

@@ -150,15 +150,20 @@ func DecodeObject(typeURL string, a *anypb.Any) (*config.Object, error) {
 
 // DecodeMesh is the inverse of EncodeMesh.
 func DecodeMesh(a *anypb.Any) (*meshv1alpha1.MeshConfig, error) {
+	m, _, err := decodeMeshVersion(a)
+	return m, err
+}
+
+func decodeMeshVersion(a *anypb.Any) (*meshv1alpha1.MeshConfig, string, error) {
 	m := new(meshv1alpha1.MeshConfig)
 	r, err := unwrap(a, m)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if n := r.GetMetadata().GetName(); n != MeshConfigName {
-		return nil, fmt.Errorf("mesh config resource is named %q, want %q", n, MeshConfigName)
+		return nil, "", fmt.Errorf("mesh config resource is named %q, want %q", n, MeshConfigName)
 	}
-	return m, nil
+	return m, r.GetMetadata().GetVersion(), nil
 }
 
 // typeOfBody finds the type URL of a resource from its body's message type; config

@@ -46,6 +46,9 @@ type Store struct {
 	mu   sync.Mutex // guards the fields below and serializes reloads
 	good map[string][]byte
 	st   Status
+	// objs holds the objects in force by file, for the incremental fast path; nil
+	// forces a full load.
+	objs map[string][]*config.Object
 }
 
 var _ config.ConfigStore = (*Store)(nil)
@@ -214,6 +217,7 @@ func (s *Store) initial(ctx context.Context) error {
 	for _, f := range files {
 		s.good[f.Name] = f.Data
 	}
+	s.objs = byFile(snap)
 	s.accept(snap, warns)
 	s.log.Info("config loaded", "version", snap.Version, "files", len(files), "objects", len(snap.Objects))
 	return nil
@@ -267,9 +271,18 @@ func (s *Store) Reload(ctx context.Context) error {
 		s.setRefused(refused)
 		return nil
 	}
-	changedNow := map[string]bool{}
-	for n := range pending {
-		changedNow[n] = true
+	if snap, warns, ok := s.incremental(ctx, pending, cand); ok {
+		for n := range pending {
+			delete(refused, n)
+		}
+		s.good = cand
+		s.setRefused(refused)
+		old := s.st.Version
+		s.accept(snap, warns)
+		if snap.Version != old {
+			s.log.Info("config reloaded", "version", snap.Version, "previous", old, "objects", len(snap.Objects), "changedFiles", len(pending), "refusedFiles", len(refused))
+		}
+		return nil
 	}
 	for {
 		snap, warns, err := s.cfg.Loader.LoadFiles(ctx, sortedFiles(cand)...)
@@ -278,6 +291,7 @@ func (s *Store) Reload(ctx context.Context) error {
 				delete(refused, n)
 			}
 			s.good = cand
+			s.objs = byFile(snap)
 			s.setRefused(refused)
 			old := s.st.Version
 			s.accept(snap, warns)
@@ -387,4 +401,87 @@ func sortedFiles(m map[string][]byte) []config.File {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+func byFile(snap *config.Snapshot) map[string][]*config.Object {
+	m := map[string][]*config.Object{}
+	for _, o := range snap.Objects {
+		m[o.Source.File] = append(m[o.Source.File], o)
+	}
+	return m
+}
+
+// mayHoldMesh reports whether a file could give the mesh config (an IstioOperator or
+// the istio ConfigMap). A false positive only costs a full load.
+func mayHoldMesh(data []byte) bool {
+	return bytes.Contains(data, []byte("IstioOperator")) || bytes.Contains(data, []byte("ConfigMap"))
+}
+
+// incremental is the fast path of Reload for the common change: files of objects only,
+// which validate. Validation of an object depends on the object itself, the mesh config
+// and, across objects, on names being unique; so it loads the changed files together
+// with the files that may hold the mesh config, checks names across everything, and
+// reuses the objects of unchanged files. Anything else (a mesh config change, a
+// problem, a duplicate) returns false and Reload does the full load, which gives the
+// exact same result and messages. s.mu is held.
+func (s *Store) incremental(ctx context.Context, pending map[string]bool, cand map[string][]byte) (*config.Snapshot, config.Warnings, bool) {
+	if s.objs == nil {
+		return nil, nil, false
+	}
+	for n := range pending {
+		if mayHoldMesh(s.good[n]) || mayHoldMesh(cand[n]) {
+			return nil, nil, false
+		}
+	}
+	load := map[string][]byte{}
+	for n, d := range cand {
+		if pending[n] || mayHoldMesh(d) {
+			load[n] = d
+		}
+	}
+	part, warns, err := s.cfg.Loader.LoadFiles(ctx, sortedFiles(load)...)
+	if err != nil {
+		return nil, nil, false
+	}
+	objs := map[string][]*config.Object{}
+	for n, os := range s.objs {
+		if !pending[n] {
+			objs[n] = os
+		}
+	}
+	for _, o := range part.Objects {
+		if pending[o.Source.File] {
+			objs[o.Source.File] = append(objs[o.Source.File], o)
+		}
+	}
+	var all []*config.Object
+	seen := map[string]bool{}
+	for _, os := range objs {
+		for _, o := range os {
+			k := string(o.Kind) + " " + o.Key()
+			if seen[k] {
+				return nil, nil, false
+			}
+			seen[k] = true
+			// NewSnapshot stamps ResourceVersion on its objects: give it copies, since
+			// the objects of unchanged files are shared with the snapshot in force.
+			c := *o
+			all = append(all, &c)
+		}
+	}
+	snap := config.NewSnapshot(all, part.Mesh)
+	// Warnings: the previous ones of unchanged files, this load's of changed files.
+	var ws config.Warnings
+	for _, w := range s.st.Warnings {
+		if !pending[w.Source.File] {
+			ws = append(ws, w)
+		}
+	}
+	for _, w := range warns {
+		if pending[w.Source.File] {
+			ws = append(ws, w)
+		}
+	}
+	s.objs = byFile(snap)
+	return snap, ws, true
 }
