@@ -69,6 +69,7 @@ if [ -z "$NGINX" ]; then need_root_install nginx nginx-light; NGINX=$(command -v
 command -v openssl >/dev/null || need_root_install openssl openssl
 command -v python3 >/dev/null || need_root_install python3 python3
 command -v taskset >/dev/null || need_root_install taskset util-linux
+command -v curl >/dev/null || need_root_install curl curl
 NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then CPU_A=0; CPU_B=1; else CPU_A=0; CPU_B=0; fi
 # Arrays, not functions: a backgrounded function runs in a subshell, and $! would then
@@ -91,7 +92,7 @@ wait_port() { # host port [seconds]
 }
 
 # A leftover server from an earlier run would silently take the measurements: refuse.
-for port in $ECHO_PORT $NGINX_CLIENT_PORT $NGINX_SERVER_PORT $MG_CLIENT_PORT $MG_SERVER_PORT $MG_CP_PORT; do
+for port in $ECHO_PORT $NGINX_CLIENT_PORT $NGINX_SERVER_PORT $MG_CLIENT_PORT $MG_SERVER_PORT $MG_CP_PORT 18007 18020 18021; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port 127.0.0.1:$port is already in use (a leftover benchmark process?); stop it first"
   fi
@@ -226,21 +227,98 @@ wait_port 127.0.0.1 "$NGINX_CLIENT_PORT" || die "nginx client side did not start
 
 # ---------------------------------------------------------------- meshguard pair
 MG_STATUS="not available"
+URL_PATH="/echo?size=1024"
 MG_CLIENT_PID=""
 MG_SERVER_PID=""
+MG_CLIENT_ADMIN=18021
+MG_SERVER_ADMIN=18020
+wait_ready() { # url seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
 start_meshguard() {
   if ! "$MG" sidecar --help >/dev/null 2>&1; then
     MG_STATUS="not available: this build has no 'meshguard sidecar' command yet"
     return 1
   fi
-  MG_STATUS="not available: the sidecar pair is not wired into bench/proxy.sh yet"
-  return 1
+  local d="$WORK/mesh"
+  mkdir -p "$d/cp" "$d/config" "$d/client" "$d/server"
+  # The control plane signs with the same ctl-pki intermediate as nginx's leaves.
+  "${PIN_B[@]}" "$MG" controlplane --data-dir "$d/cp" --cacerts "$PKI/cacerts" \
+    --listen "127.0.0.1:$MG_CP_PORT" --log-level warn >"$d/cp.log" 2>&1 &
+  PIDS+=($!)
+  wait_port 127.0.0.1 "$MG_CP_PORT" || { MG_STATUS="not available: control plane did not start: $(tail -3 "$d/cp.log")"; return 1; }
+  local w
+  for w in client server; do
+    "$MG" ctl token create --data-dir "$d/cp" -n bench -s "$w" --ttl 2h >"$d/$w/token"
+  done
+  cat >"$d/config/mesh.yaml" <<YAML
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: bench}
+spec:
+  hosts: ["echo.bench.svc.cluster.local"]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: $ECHO_PORT, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: server}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: server, namespace: bench}
+spec:
+  address: 127.0.0.1
+  ports: {http: $MG_SERVER_PORT}
+  labels: {app: server}
+  serviceAccount: server
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: default, namespace: bench}
+spec:
+  host: "*.bench.svc.cluster.local"
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: bench}
+spec: {mtls: {mode: STRICT}}
+YAML
+  local common=(--controlplane "127.0.0.1:$MG_CP_PORT" --ca-root "$d/cp/root-cert.pem"
+    --namespace bench --config-dir "$d/config" --log-level warn)
+  (cd "$d/server" && exec "${PIN_B[@]}" "$MG" sidecar "${common[@]}" --token-file "$d/server/token" \
+    --workload server --service-account server --labels app=server --app "127.0.0.1:$ECHO_PORT" \
+    --inbound-port "$MG_SERVER_PORT" --admin "127.0.0.1:$MG_SERVER_ADMIN" >"$d/server.log" 2>&1) &
+  MG_SERVER_PID=$!
+  PIDS+=($!)
+  (cd "$d/client" && exec "${PIN_A[@]}" "$MG" sidecar "${common[@]}" --token-file "$d/client/token" \
+    --workload client --service-account client --labels app=client --app 127.0.0.1:18099 \
+    --inbound-port 18007 --outbound "echo.bench.svc.cluster.local:$ECHO_PORT=$MG_CLIENT_PORT" \
+    --admin "127.0.0.1:$MG_CLIENT_ADMIN" >"$d/client.log" 2>&1) &
+  MG_CLIENT_PID=$!
+  PIDS+=($!)
+  if ! wait_ready "http://127.0.0.1:$MG_SERVER_ADMIN/healthz/ready" 30 ||
+    ! wait_ready "http://127.0.0.1:$MG_CLIENT_ADMIN/healthz/ready" 30; then
+    MG_STATUS="not available: sidecars not ready: server: $(tail -3 "$d/server.log") client: $(tail -3 "$d/client.log")"
+    MG_CLIENT_PID="" MG_SERVER_PID=""
+    return 1
+  fi
+  # One request end to end, so that a broken path fails here and not as a row of errors.
+  if ! curl -fsS -o /dev/null "http://127.0.0.1:$MG_CLIENT_PORT$URL_PATH"; then
+    MG_STATUS="not available: a request through the sidecar pair failed: $(tail -3 "$d/client.log")"
+    MG_CLIENT_PID="" MG_SERVER_PID=""
+    return 1
+  fi
+  MG_STATUS="measured"
 }
 start_meshguard || log "meshguard path: $MG_STATUS"
 
 # ---------------------------------------------------------------- measuring
 CLK_TCK=$(getconf CLK_TCK)
-URL_PATH="/echo?size=1024"
 
 # run_path NAME PORT CLIENT_PID SERVER_PID: REPS repetitions of the three load runs,
 # writing fortio's JSON and the proxies' CPU ticks under $WORK/results/NAME/REP.
