@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -64,6 +65,7 @@ func rootsOf(t *testing.T, cp *meshtest.ControlPlane) *x509.CertPool {
 // again; each SDS stream (two clients on the same socket) gets every new one, the first
 // from the bootstrap token and the renewals over mTLS with the current certificate.
 func TestShortLivedCertificatesRotate(t *testing.T) {
+	checkNoLeaks(t)
 	log := &issuedLog{}
 	cp := meshtest.StartControlPlane(t, meshtest.ControlPlaneOptions{Logger: slog.New(log)})
 	a := meshtest.StartAgent(t, cp, meshtest.AgentOptions{Namespace: "shop", ServiceAccount: "cart", CertTTL: 2 * time.Second})
@@ -125,6 +127,7 @@ func mustRoot(t testing.TB, cp *meshtest.ControlPlane) *x509.Certificate {
 // current certificate past its renewal time, and renews (with that certificate) after the
 // control plane comes back on the same address and data directory.
 func TestControlPlaneRestart(t *testing.T) {
+	checkNoLeaks(t)
 	cp := meshtest.StartControlPlane(t, meshtest.ControlPlaneOptions{})
 	const ttl = 8 * time.Second
 	a := meshtest.StartAgent(t, cp, meshtest.AgentOptions{CertTTL: ttl})
@@ -274,6 +277,7 @@ func TestOutputDirFiles(t *testing.T) {
 
 // TestStandalone runs what `meshguard agent` runs: readiness, metrics and SDS.
 func TestStandalone(t *testing.T) {
+	checkNoLeaks(t)
 	cp := meshtest.StartControlPlane(t, meshtest.ControlPlaneOptions{})
 	dir, err := os.MkdirTemp("", "mgstandalone")
 	if err != nil {
@@ -381,4 +385,31 @@ func BenchmarkIssue(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// checkNoLeaks fails the test if agent or SDS goroutines, or gRPC client connections the
+// agent opened for its CSRs, are still running after every other cleanup.
+func checkNoLeaks(t *testing.T) {
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			buf := make([]byte, 1<<20)
+			stacks := string(buf[:runtime.Stack(buf, true)])
+			var leaked []string
+			for _, g := range strings.Split(stacks, "\n\n") {
+				if strings.Contains(g, "internal/agent.") || strings.Contains(g, "internal/sds.") ||
+					strings.Contains(g, "grpc.(*ClientConn)") || strings.Contains(g, "grpc.(*addrConn)") {
+					leaked = append(leaked, g)
+				}
+			}
+			if len(leaked) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
 }
