@@ -16,6 +16,14 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/meshguard/meshguard/internal/agent"
 	"github.com/meshguard/meshguard/internal/authn/bootstrap"
 	"github.com/meshguard/meshguard/internal/controlplane"
@@ -412,4 +420,47 @@ func checkNoLeaks(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
+}
+
+// TestNACKWithRotation: a client that rejects the secrets is not sent the same version
+// again; the next thing it receives is the next rotation.
+func TestNACKWithRotation(t *testing.T) {
+	cp := meshtest.StartControlPlane(t, meshtest.ControlPlaneOptions{})
+	a := meshtest.StartAgent(t, cp, meshtest.AgentOptions{CertTTL: 2 * time.Second})
+	cc, err := grpc.NewClient("unix://"+a.SDSSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := secretv3.NewSecretDiscoveryServiceClient(cc).StreamSecrets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: "sidecar~127.0.0.1~nack.default~default.svc.cluster.local"}
+	names := []string{sds.WorkloadResource}
+	if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: sds.SecretTypeURL, ResourceNames: names}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: sds.SecretTypeURL, ResourceNames: names,
+			ResponseNonce: first.GetNonce(), ErrorDetail: &statuspb.Status{Code: int32(codes.InvalidArgument), Message: "rejected by test"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.GetVersionInfo() == first.GetVersionInfo() {
+		t.Fatalf("after a NACK the server re-sent version %s", first.GetVersionInfo())
+	}
+	if next.GetNonce() == first.GetNonce() {
+		t.Fatal("nonce reused")
+	}
 }
