@@ -140,3 +140,29 @@ func TestOriginalDstNotRedirected(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkOriginalDst measures the per-connection cost the transparent listeners pay
+// (one getsockopt through SyscallConn). On loopback without rules the kernel answers
+// from the same conntrack lookup a redirected connection needs.
+func BenchmarkOriginalDst(b *testing.B) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sc.Close()
+	tc := sc.(*net.TCPConn)
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = OriginalDst(tc)
+	}
+}
