@@ -1,0 +1,184 @@
+package xds
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshguard/meshguard/internal/config"
+	"github.com/meshguard/meshguard/internal/policy"
+)
+
+const viewYAML = `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: mesh, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: db-only, namespace: a}
+spec: {selector: {matchLabels: {app: db}}, mtls: {mode: DISABLE}}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: a}
+spec: {jwtRules: [{issuer: "https://issuer.example.com"}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: public, namespace: b}
+spec: {host: svc.b.svc.cluster.local}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: private, namespace: b}
+spec: {host: other.b.svc.cluster.local, exportTo: ["."]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: to-a, namespace: b}
+spec: {host: x.b.svc.cluster.local, exportTo: ["a"]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web-clients, namespace: a}
+spec: {host: y.a.svc.cluster.local, workloadSelector: {matchLabels: {app: web}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: b}
+spec:
+  hosts: [svc.b.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: svc}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: hidden, namespace: c}
+spec:
+  hosts: [hidden.c.svc.cluster.local]
+  exportTo: ["."]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: hidden}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: svc-1, namespace: b}
+spec: {address: 10.0.0.1, labels: {app: svc}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: unselected, namespace: b}
+spec: {address: 10.0.0.2, labels: {app: nothing}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: hidden-1, namespace: c}
+spec: {address: 10.0.0.3, labels: {app: hidden}}
+`
+
+func viewKeys(v *view) []string {
+	var out []string
+	for _, o := range v.objects {
+		out = append(out, string(o.Kind)+" "+o.Key())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestViewSelection: what each workload receives, by Istio's scoping rules.
+func TestViewSelection(t *testing.T) {
+	snap, _, err := (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "v.yaml", Data: []byte(viewYAML)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := newState(snap, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"DestinationRule b/public", "PeerAuthentication istio-system/mesh", "ServiceEntry b/svc", "WorkloadEntry b/svc-1"}
+	tests := []struct {
+		name string
+		w    policy.Workload
+		want []string
+	}{
+		{"a web", policy.Workload{Namespace: "a", Labels: map[string]string{"app": "web"}},
+			append([]string{"DestinationRule a/web-clients", "DestinationRule b/to-a", "RequestAuthentication a/jwt"}, common...)},
+		{"a db", policy.Workload{Namespace: "a", Labels: map[string]string{"app": "db"}},
+			append([]string{"DestinationRule b/to-a", "PeerAuthentication a/db-only", "RequestAuthentication a/jwt"}, common...)},
+		{"b", policy.Workload{Namespace: "b"},
+			// exportTo ["a"] does not include b itself: only "." does.
+			append([]string{"DestinationRule b/private"}, common...)},
+		{"c sees its own hidden service", policy.Workload{Namespace: "c"},
+			append([]string{"ServiceEntry c/hidden", "WorkloadEntry c/hidden-1"}, common...)},
+		{"labels of other namespaces widen nothing", policy.Workload{Namespace: "d", Labels: map[string]string{"app": "db"}}, common},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := slices.Clone(tt.want)
+			slices.Sort(want)
+			v := st.viewFor(tt.w)
+			if got := viewKeys(v); !slices.Equal(got, want) {
+				t.Errorf("viewFor(%+v) = %v, want %v", tt.w, got, want)
+			}
+			if v2 := st.viewFor(tt.w); v2 != v {
+				t.Error("equal workloads do not share a view")
+			}
+		})
+	}
+	// The version is a function of content: a new state of the same snapshot gives
+	// the same versions; a change to one namespace changes only its views.
+	st2, err := newState(snap, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		if a, b := st.viewFor(tt.w).version, st2.viewFor(tt.w).version; a != b {
+			t.Errorf("%s: version %s, then %s for the same snapshot", tt.name, a, b)
+		}
+	}
+}
+
+// FuzzDecodeObject: a sidecar decodes whatever the network gives it. A resource either
+// decodes to an object that encodes back to the same resource, or is refused whole.
+func FuzzDecodeObject(f *testing.F) {
+	snap, _, err := (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "v.yaml", Data: []byte(viewYAML)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, o := range snap.Objects {
+		a, err := EncodeObject(o)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(TypeOf(o.Kind), a.GetValue())
+	}
+	f.Add(TypeAuthorizationPolicy, []byte{0x0a, 0x03, 0x0a, 0x01, 'x'})
+	f.Fuzz(func(t *testing.T, typeURL string, value []byte) {
+		a := &anypb.Any{TypeUrl: "type.googleapis.com/istio.mcp.v1alpha1.Resource", Value: value}
+		o, err := DecodeObject(typeURL, a)
+		if err != nil {
+			if o != nil {
+				t.Fatalf("DecodeObject returned an object with error %v", err)
+			}
+			return
+		}
+		if TypeOf(o.Kind) != typeURL || o.Namespace == "" || o.Name == "" || o.Spec == nil {
+			t.Fatalf("DecodeObject(%q) = %+v: incomplete object", typeURL, o)
+		}
+		a2, err := EncodeObject(o)
+		if err != nil {
+			t.Fatalf("EncodeObject of a decoded object: %v", err)
+		}
+		o2, err := DecodeObject(typeURL, a2)
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if o2.Key() != o.Key() || o2.ResourceVersion != o.ResourceVersion || !proto.Equal(o2.Spec, o.Spec) {
+			t.Fatalf("round trip changed the object: %+v -> %+v", o, o2)
+		}
+	})
+}
