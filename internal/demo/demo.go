@@ -62,6 +62,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		defer os.RemoveAll(dir)
 		cfg.WorkDir = dir
 	}
+	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
+		return fmt.Errorf("demo: work directory: %w", err)
+	}
 	if cfg.Logger == nil {
 		f, err := os.OpenFile(filepath.Join(cfg.WorkDir, "meshguard.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
@@ -268,13 +271,17 @@ func (m *mesh) startSidecar(ctx context.Context, s service) error {
 	if err != nil {
 		return err
 	}
+	admin, err := ports{}.reserve(0)
+	if err != nil {
+		return err
+	}
 	spec := sidecarSpec{
 		Workload: s.name + "-v1", Namespace: namespace, ServiceAccount: s.name,
 		Labels:       map[string]string{"app": s.name, "version": "v1"},
 		ControlPlane: m.cp.addr, CARootFile: m.cp.rootFile, TokenFile: tok,
 		App: m.apps[s.name].Addr(), Inbound: m.inbound[s.name],
-		CertDir: m.certDirs[s.name],
-		Logger:  m.cfg.Logger.With("workload", s.name),
+		CertDir: m.certDirs[s.name], Admin: admin,
+		Logger: m.cfg.Logger.With("workload", s.name),
 	}
 	for _, t := range s.calls {
 		spec.Outbound = append(spec.Outbound, outbound{Host: host(t), Port: servicePort, Listen: m.outbounds[s.name][t]})
