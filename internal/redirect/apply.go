@@ -72,6 +72,12 @@ func Apply(ctx context.Context, c Config, o Options) error {
 			if rules.IPv6 != nil {
 				return applyIptables(ctx, o.logger(), "ip6tables", rules.IPv6)
 			}
+			// IPv6 off: remove what an earlier IPv6 apply left. Failing here only keeps
+			// IPv6 captured (stricter than asked), and hosts without ip6tables or IPv6
+			// NAT have nothing to remove, so it is a warning, not an error.
+			if err := cleanupIptables(ctx, o.logger(), "ip6tables"); err != nil && !errors.Is(err, errNotInstalled) {
+				o.logger().Warn("could not remove earlier IPv6 redirect rules", "err", err)
+			}
 			return nil
 		}
 	})
@@ -156,6 +162,9 @@ func cleanupIptables(ctx context.Context, log *slog.Logger, tool string) error {
 	return nil
 }
 
+// errNotInstalled marks a missing rule tool.
+var errNotInstalled = errors.New("not installed")
+
 // run executes one tool, feeding it stdin, and folds its stderr into the error.
 func run(ctx context.Context, log *slog.Logger, stdin, name string, args ...string) error {
 	_, err := execTool(ctx, log, stdin, name, args...)
@@ -177,7 +186,7 @@ func execTool(ctx context.Context, log *slog.Logger, stdin, name string, args ..
 	log.Debug("ran redirect tool", "cmd", name, "args", args, "err", err)
 	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return "", fmt.Errorf("%s: not installed (Debian: apt-get install %s)", name, packageOf(name))
+			return "", fmt.Errorf("%s: %w (Debian: apt-get install %s)", name, errNotInstalled, packageOf(name))
 		}
 		msg := strings.TrimSpace(stderr.String())
 		if msg == "" {

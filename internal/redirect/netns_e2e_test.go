@@ -304,6 +304,15 @@ func TestNetnsRedirect(t *testing.T) {
 				t.Errorf("after re-apply the old port exclusion must be gone but 9000 still reaches B directly: got %q, want %q", got, want)
 			}
 
+			// With IPv6 off, IPv6 traffic passes untouched while IPv4 is still captured.
+			a.init(t, "--mode", mode, "--ipv6=false")
+			if got, want := a.dial(t, false, "["+bIP6+"]:8080"), "b-inbound ORIGDST ["+bIP6+"]:8080"; got != want {
+				t.Errorf("--ipv6=false: IPv6 dial = %q, want %q (not captured in A)", got, want)
+			}
+			if got, want := a.dial(t, false, bIP+":8080"), "a-outbound ORIGDST "+bIP+":8080"; got != want {
+				t.Errorf("--ipv6=false: IPv4 dial = %q, want %q", got, want)
+			}
+
 			// Cleanup removes everything meshguard made, and is idempotent.
 			a.init(t, "--mode", mode, "--cleanup")
 			a.init(t, "--mode", mode, "--cleanup")

@@ -44,6 +44,10 @@ type rule struct {
 	dports   []uint16
 	uid      *owner
 	gid      *owner
+	// skipIPv6 matches every IPv6 packet. Only the nft program needs it: with IPv6 off
+	// the inet table must let IPv6 through untouched, where iptables simply has no
+	// ip6tables program.
+	skipIPv6 bool
 
 	jump     string // chain to jump to, or
 	redirect uint16 // port to redirect to, or neither: return
@@ -56,6 +60,9 @@ type owner struct {
 
 // family is 4, 6, or 0 when the rule matches both.
 func (r rule) family() int {
+	if r.skipIPv6 {
+		return 6
+	}
 	for _, p := range []netip.Prefix{r.saddr, r.daddr} {
 		if p.IsValid() {
 			if p.Addr().Is4() {
@@ -78,6 +85,11 @@ func program(c Config) []rule {
 		rs = append(rs, r)
 	}
 	// Base hooks (priority -100 is dstnat; nft 1.0 rejects the name on the output hook).
+	if !c.IPv6 {
+		// Added directly: add() drops IPv6 rules when IPv6 is off, and this one is what
+		// keeps IPv6 traffic (::1 included) out of the family-less rules below.
+		rs = append(rs, rule{chain: chainPrerouting, skipIPv6: true}, rule{chain: chainOutput, skipIPv6: true})
+	}
 	if c.InboundPorts.All || len(c.InboundPorts.List) > 0 {
 		add(rule{chain: chainPrerouting, tcp: true, jump: chainInbound})
 	}
@@ -260,6 +272,9 @@ func renderNft(prog []rule) string {
 
 func nftRule(r rule) string {
 	var f []string
+	if r.skipIPv6 {
+		f = append(f, "meta nfproto ipv6")
+	}
 	if r.oifLo {
 		f = append(f, `oifname "lo"`)
 	}
