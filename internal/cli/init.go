@@ -40,8 +40,7 @@ its sidecar without the app knowing: inbound TCP to the workload goes to the sid
 inbound port, outbound TCP from the app to its outbound port, and the sidecar's own
 traffic (by --proxy-uid/--proxy-gid) is left alone. Run it as root before the app
 starts, in the workload's namespace or with --netns. Applying again replaces the rules;
---cleanup removes them; --dry-run prints them and changes nothing. To switch --mode,
-run --cleanup with the old mode first: each mode manages only its own rules.
+--cleanup removes them; --dry-run prints them and changes nothing.
 
 The sidecar must run as --proxy-uid, and must reach the app on 127.0.0.1: its
 connections to the workload's other addresses over loopback are treated as inbound.`,

@@ -55,7 +55,8 @@ func NetnsPath(netns string) (string, error) {
 // or a changed Config again leaves exactly one copy of meshguard's rules. With
 // nftables the table is replaced atomically; with iptables meshguard's chains are
 // flushed and refilled in one iptables-restore call per family, and the jumps from the
-// built-in chains are added only when missing.
+// built-in chains are added only when missing. Each backend manages only its own rules:
+// to switch backends, Cleanup with the old one first.
 func Apply(ctx context.Context, c Config, o Options) error {
 	rules, err := Render(c)
 	if err != nil {
