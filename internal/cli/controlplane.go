@@ -7,12 +7,14 @@ import (
 
 	"github.com/meshguard/meshguard/internal/ca"
 	"github.com/meshguard/meshguard/internal/cli/cmdenv"
+	"github.com/meshguard/meshguard/internal/config"
 	"github.com/meshguard/meshguard/internal/controlplane"
 )
 
 // controlplaneOptions are `meshguard controlplane`'s flags.
 type controlplaneOptions struct {
 	dataDir, cacerts, listen, trustDomain string
+	configDir                             string
 	workloadCertTTL, maxWorkloadCertTTL   time.Duration
 }
 
@@ -31,8 +33,8 @@ func (o *controlplaneOptions) toConfig(env *cmdenv.Env) controlplane.Config {
 func newControlplaneCmd(env *cmdenv.Env) *cobra.Command {
 	o := &controlplaneOptions{}
 	c := &cobra.Command{
-		Use:   "controlplane --data-dir DIR [--cacerts DIR] [--listen 127.0.0.1:15012]",
-		Short: "Run the control plane: the mesh CA (Istio's CSR protocol over TLS gRPC)",
+		Use:   "controlplane --data-dir DIR [--config-dir DIR] [--cacerts DIR] [--listen 127.0.0.1:15012]",
+		Short: "Run the control plane: the mesh CA (Istio's CSR protocol) and the config push to sidecars",
 		Long: `controlplane runs meshguard's istiod analogue. Its CA serves
 istio.v1.auth.IstioCertificateService on --listen over TLS, issuing workload
 certificates whose only SAN is spiffe://<trust-domain>/ns/<ns>/sa/<sa> for the
@@ -43,17 +45,34 @@ Without --cacerts it creates a self-signed root in --data-dir on first start and
 it afterwards. With --cacerts it signs with the Istio plug-in CA in that directory
 (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem) and refuses to start unless
 the key matches, the certificate is a CA and it chains to root-cert.pem. Either way
---data-dir/root-cert.pem holds the trust bundle to distribute to workloads.`,
+--data-dir/root-cert.pem holds the trust bundle to distribute to workloads.
+
+On the same port it pushes configuration to sidecars (the xDS protocol's envelope
+carrying Istio resources), each sidecar authenticated by its mesh certificate and sent
+only what applies to it. With --config-dir the Istio YAML in that directory is watched
+and reloaded on every change; a file that fails validation is refused as a whole and the
+last good config stays in force. Without it sidecars get Istio's defaults.`,
 		Example: `  meshguard controlplane --data-dir /tmp/meshguard
+  meshguard controlplane --data-dir /tmp/meshguard --config-dir ./mesh-config
   meshguard controlplane --data-dir /var/lib/meshguard --cacerts ./cacerts --listen 0.0.0.0:15012
   meshguard controlplane --data-dir /tmp/mg --trust-domain example.org --workload-cert-ttl 1h --max-workload-cert-ttl 24h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cp, err := controlplane.New(o.toConfig(env))
+			pc := controlplane.PushConfig{ConfigDir: o.configDir, TrustDomain: o.trustDomain, Logger: env.Logger}
+			if o.configDir == "" {
+				pc.Store = config.NewStaticStore(config.NewSnapshot(nil, nil))
+			}
+			push, err := controlplane.NewPush(pc)
 			if err != nil {
 				return cmdenv.Exit(1, err)
 			}
-			if err := cp.Run(cmd.Context()); err != nil {
+			cfg := o.toConfig(env)
+			cfg.Register = append(cfg.Register, push.Register)
+			cp, err := controlplane.New(cfg)
+			if err != nil {
+				return cmdenv.Exit(1, err)
+			}
+			if err := controlplane.Serve(cmd.Context(), cp, push); err != nil {
 				return cmdenv.Exit(1, err)
 			}
 			return nil
@@ -62,6 +81,7 @@ the key matches, the certificate is a CA and it chains to root-cert.pem. Either 
 	f := c.Flags()
 	f.StringVar(&o.dataDir, "data-dir", "", "directory for the CA root, the token key and root-cert.pem (required)")
 	f.StringVar(&o.cacerts, "cacerts", "", "Istio plug-in CA directory to sign with instead of a self-signed root")
+	f.StringVar(&o.configDir, "config-dir", "", "directory of Istio YAML to watch and push to sidecars (empty: Istio's defaults)")
 	f.StringVar(&o.listen, "listen", controlplane.DefaultListen, "gRPC listen address")
 	f.StringVar(&o.trustDomain, "trust-domain", controlplane.DefaultTrustDomain, "trust domain of issued SPIFFE IDs")
 	f.DurationVar(&o.workloadCertTTL, "workload-cert-ttl", ca.DefaultWorkloadTTL, "lifetime of a workload certificate when the request asks for none")

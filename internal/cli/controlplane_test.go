@@ -18,6 +18,18 @@ func TestControlplaneCommand(t *testing.T) {
 			t.Fatalf("exit %d, stderr %q; want 1 and a refusal naming the missing file", code, stderr.String())
 		}
 	})
+	t.Run("invalid config dir refused at start", func(t *testing.T) {
+		cfg := t.TempDir()
+		bad := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: bad, namespace: default}\nspec: {action: DENY, rules: [{from: []}]}\n"
+		if err := os.WriteFile(filepath.Join(cfg, "bad.yaml"), []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		code := Run(context.Background(), []string{"controlplane", "--data-dir", t.TempDir(), "--config-dir", cfg, "--listen", "127.0.0.1:0"}, &stdout, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), "bad.yaml:0: AuthorizationPolicy default/bad: spec.rules[0].from") {
+			t.Fatalf("exit %d, stderr %q; want 1 and the validation problem naming file, object and field", code, stderr.String())
+		}
+	})
 	t.Run("missing data dir", func(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		if code := Run(context.Background(), []string{"controlplane"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "data-dir") {
