@@ -39,8 +39,11 @@ type PushConfig struct {
 	TrustDomain string
 	// Operators may read fleet status; [DefaultOperator] when empty.
 	Operators []identity.Identity
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Observer is told of sidecar streams, pushes and NACKs (the control plane's
+	// metrics); nil: nobody.
+	Observer xds.Observer
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Push serves config to sidecars. Register it on the control plane through
@@ -79,6 +82,7 @@ func NewPush(cfg PushConfig) (*Push, error) {
 		// sees bearer tokens.
 		Authenticator: peercert.New(cfg.TrustDomain, cfg.Now),
 		Operators:     cfg.Operators,
+		Observer:      cfg.Observer,
 		Logger:        cfg.Logger,
 		Now:           cfg.Now,
 	})

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,8 @@ type ServerConfig struct {
 	Logger *slog.Logger
 	// Now is the clock for status and certificate expiry; time.Now when nil.
 	Now func() time.Time
+	// Observer is told of sidecar streams, pushes and NACKs (metrics); nil: nobody.
+	Observer Observer
 }
 
 // Server is the control plane's end of the push protocol: the Aggregated Discovery
@@ -68,6 +71,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -134,6 +140,7 @@ type conn struct {
 	nodeID     string
 	caller     identity.Identity
 	workload   policy.Workload
+	cert       *x509.Certificate // verified leaf, nil without one
 	certExpiry time.Time
 	connected  time.Time
 	notify     chan struct{}
@@ -163,9 +170,9 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 		s.log.Warn("xds stream refused", "remote", cred.RemoteAddr, "err", err)
 		return status.Errorf(codes.Unauthenticated, "xds: a mesh client certificate is required: %v", err)
 	}
-	var expiry time.Time
+	var leaf *x509.Certificate
 	if len(cred.VerifiedChains) > 0 && len(cred.VerifiedChains[0]) > 0 {
-		expiry = cred.VerifiedChains[0][0].NotAfter
+		leaf = cred.VerifiedChains[0][0]
 	}
 	reqs := make(chan *discovery.DiscoveryRequest)
 	recvErr := make(chan error, 1)
@@ -194,7 +201,7 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 	if isDebug(first.GetTypeUrl()) {
 		return s.serveOperator(ctx, stream, caller.Identity, first, reqs, recvErr)
 	}
-	return s.serveSidecar(ctx, stream, caller.Identity, expiry, first, reqs, recvErr)
+	return s.serveSidecar(ctx, stream, caller.Identity, leaf, first, reqs, recvErr)
 }
 
 func isDebug(t string) bool { return t == TypeDebugSyncz || t == TypeDebugConfigDump }
@@ -210,8 +217,12 @@ func recvDone(err error) error {
 }
 
 func (s *Server) serveSidecar(ctx context.Context, stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer,
-	id identity.Identity, expiry time.Time, first *discovery.DiscoveryRequest,
+	id identity.Identity, leaf *x509.Certificate, first *discovery.DiscoveryRequest,
 	reqs <-chan *discovery.DiscoveryRequest, recvErr <-chan error) error {
+	var expiry time.Time
+	if leaf != nil {
+		expiry = leaf.NotAfter
+	}
 	node, err := nodeInfo(first.GetNode())
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "xds: node: %v", err)
@@ -239,7 +250,7 @@ func (s *Server) serveSidecar(ctx context.Context, stream discovery.AggregatedDi
 	}
 	c := &conn{
 		id:     node.ID + "-" + strconv.FormatUint(s.seq.Add(1), 10),
-		nodeID: node.ID, caller: id, certExpiry: expiry, connected: now,
+		nodeID: node.ID, caller: id, cert: leaf, certExpiry: expiry, connected: now,
 		workload: policy.Workload{Namespace: id.Namespace, ServiceAccount: id.ServiceAccount, Name: node.WorkloadName, Labels: node.Labels},
 		notify:   make(chan struct{}, 1),
 		types:    map[string]*typeState{},
@@ -250,10 +261,12 @@ func (s *Server) serveSidecar(ctx context.Context, stream discovery.AggregatedDi
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
+	s.cfg.Observer.SidecarConnected()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
+		s.cfg.Observer.SidecarDisconnected()
 	}()
 	log := s.log.With("conn", c.id, "identity", id.String(), "workload", c.workload.Namespace+"/"+c.workload.Name)
 	log.Info("sidecar connected")
@@ -324,6 +337,7 @@ func (s *Server) handle(stream discovery.AggregatedDiscoveryService_StreamAggreg
 	case req.GetErrorDetail() != nil:
 		ts.nack = &NACK{Version: ts.sentVersion, Detail: req.GetErrorDetail().GetMessage(), At: s.cfg.Now()}
 		c.mu.Unlock()
+		s.cfg.Observer.NACKed(t)
 		log.Warn("sidecar rejected config (NACK); it keeps its last accepted config", "type", t, "version", ts.sentVersion, "detail", req.GetErrorDetail().GetMessage())
 		return nil
 	default:
@@ -388,5 +402,6 @@ func (s *Server) send(stream discovery.AggregatedDiscoveryService_StreamAggregat
 	if err != nil {
 		return fmt.Errorf("xds: send %s to %s: %w", t, c.id, err)
 	}
+	s.cfg.Observer.Pushed(t)
 	return nil
 }
