@@ -37,27 +37,44 @@ func Encode(s *Snapshot) ([]byte, error) {
 		return nil, fmt.Errorf("encode mesh config: %w", err)
 	}
 	for _, o := range s.Objects {
-		spec, err := protojson.Marshal(o.Spec)
-		if err != nil {
-			return nil, fmt.Errorf("encode %s %s: %w", o.Kind, o.Key(), err)
-		}
-		meta := map[string]any{"name": o.Name, "namespace": o.Namespace}
-		if len(o.Labels) > 0 {
-			meta["labels"] = o.Labels
-		}
-		if len(o.Annotations) > 0 {
-			meta["annotations"] = o.Annotations
-		}
-		if err := writeDoc(&buf, map[string]any{
-			"apiVersion": apiVersions[o.Kind],
-			"kind":       string(o.Kind),
-			"metadata":   meta,
-			"spec":       json.RawMessage(spec),
-		}); err != nil {
-			return nil, fmt.Errorf("encode %s %s: %w", o.Kind, o.Key(), err)
+		if err := writeObject(&buf, o); err != nil {
+			return nil, err
 		}
 	}
 	return buf.Bytes(), nil
+}
+
+// EncodeObject writes o as one YAML document, starting with "---", in the newest
+// apiVersion Istio serves for its kind: the form Encode writes each object in.
+func EncodeObject(o *Object) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := writeObject(&buf, o); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func writeObject(buf *bytes.Buffer, o *Object) error {
+	spec, err := protojson.Marshal(o.Spec)
+	if err != nil {
+		return fmt.Errorf("encode %s %s: %w", o.Kind, o.Key(), err)
+	}
+	meta := map[string]any{"name": o.Name, "namespace": o.Namespace}
+	if len(o.Labels) > 0 {
+		meta["labels"] = o.Labels
+	}
+	if len(o.Annotations) > 0 {
+		meta["annotations"] = o.Annotations
+	}
+	if err := writeDoc(buf, map[string]any{
+		"apiVersion": apiVersions[o.Kind],
+		"kind":       string(o.Kind),
+		"metadata":   meta,
+		"spec":       json.RawMessage(spec),
+	}); err != nil {
+		return fmt.Errorf("encode %s %s: %w", o.Kind, o.Key(), err)
+	}
+	return nil
 }
 
 func writeDoc(buf *bytes.Buffer, doc map[string]any) error {

@@ -32,6 +32,10 @@ type Loader struct {
 	// DefaultNamespace is the namespace of objects whose metadata has none. Empty means
 	// "default", which is what `kubectl apply` does with such a file.
 	DefaultNamespace string
+	// Translator, when set, receives the documents of the kinds it claims (see
+	// Translator) and its objects load as if they had been written out. Nil means such
+	// documents are skipped with a warning like any kind meshguard does not use.
+	Translator Translator
 }
 
 // Load reads the files and directories at paths (directories recursively, files ending
@@ -118,6 +122,7 @@ func (l *Loader) LoadFiles(ctx context.Context, files ...File) (*Snapshot, Warni
 	var objs []decoded
 	var meshes []meshSource
 	var configMaps []meshSource // istio ConfigMaps, kept until the root namespace is known
+	var translate []Document    // for l.Translator, which needs the root namespace too
 	for _, f := range files {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
@@ -149,6 +154,8 @@ func (l *Loader) LoadFiles(ctx context.Context, files ...File) (*Snapshot, Warni
 					if m, ok := decodeConfigMap(r, d); ok {
 						configMaps = append(configMaps, m)
 					}
+				case l.Translator != nil && l.Translator.Translates(d.apiVersion, d.kind):
+					translate = append(translate, Document{APIVersion: d.apiVersion, Kind: d.kind, Meta: d.meta, Body: d.body})
 				default:
 					if o, empty, ok := decodeObject(r, d); ok {
 						objs = append(objs, decoded{obj: o, rep: r.base, empty: empty})
@@ -181,6 +188,15 @@ func (l *Loader) LoadFiles(ctx context.Context, files ...File) (*Snapshot, Warni
 		for _, other := range meshes[1:] {
 			r := &reporter{base: other.rep, problems: &problems, warnings: &warnings}
 			r.errorf(other.path, "mesh config given more than once; the first is at %s (%s)", m.src, m.kind)
+		}
+	}
+
+	if len(translate) > 0 {
+		tr := l.Translator.Translate(root, translate)
+		problems = append(problems, tr.Problems...)
+		warnings = append(warnings, tr.Warnings...)
+		for _, o := range tr.Objects {
+			objs = append(objs, decoded{obj: o, rep: Problem{Source: o.Source, Kind: string(o.Kind), Namespace: o.Namespace, Name: o.Name}})
 		}
 	}
 
