@@ -121,6 +121,9 @@ func compilePolicy(o *config.Object) (*compiledPolicy, error) {
 			return nil, err
 		}
 		cr.index = i
+		if p.action != ActionAllow {
+			cr.widen()
+		}
 		verb := map[Action]string{ActionAllow: "allowed by", ActionDeny: "denied by", ActionAudit: "audited by", ActionCustom: "sent to the external authorizer by"}[p.action]
 		cr.reason = fmt.Sprintf("%s %s policy %s rule %d", verb, p.action, key, i)
 		p.rules = append(p.rules, cr)
@@ -159,6 +162,17 @@ func compileRule(r *security.Rule, policyNS, path string) (compiledRule, error) 
 		}
 	}
 	return cr, nil
+}
+
+// widen marks every matcher of the rule wide (see fieldMatcher.match).
+func (r *compiledRule) widen() {
+	for _, gs := range [][][]fieldMatcher{r.from, r.to, {r.when}} {
+		for _, g := range gs {
+			for i := range g {
+				g[i].wide = true
+			}
+		}
+	}
 }
 
 // pair compiles a positive and a negative list for one attribute into 0–2 matchers.

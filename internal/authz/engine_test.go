@@ -225,11 +225,16 @@ spec:
   - to: [{operation: {methods: ["GET", "HEAD"], notPaths: ["/private*"], paths: ["/m/*"]}}]
   - to: [{operation: {notMethods: ["DELETE"], paths: ["*.json"]}}]
   - to: [{operation: {paths: ["/t/{*}/x", "/files/{**}"]}}]
+  - to: [{operation: {hosts: ["httpbin.foo:*"], paths: ["/hp"]}}]
 `,
 			checks: []check{
 				{"host exact", authz.Request{Method: "GET", Host: "httpbin.foo", Path: "/h"}, want{allow: true, policy: "foo/op", rule: 0}},
 				{"host case-insensitive", authz.Request{Method: "GET", Host: "HttpBin.Foo", Path: "/h"}, want{allow: true, policy: "foo/op", rule: 0}},
-				{"host with port", authz.Request{Method: "GET", Host: "httpbin.foo:8000", Path: "/h"}, want{allow: true, policy: "foo/op", rule: 0}},
+				// Istio matches :authority as sent, port included: "httpbin.foo" does not
+				// match "httpbin.foo:8000"; the policy must list "httpbin.foo:*" too.
+				{"host with port is not the bare host", authz.Request{Method: "GET", Host: "httpbin.foo:8000", Path: "/h"}, want{}},
+				{"host:* prefix matches any port", authz.Request{Method: "GET", Host: "HTTPBIN.foo:8000", Path: "/hp"}, want{allow: true, policy: "foo/op", rule: 6}},
+				{"host:* prefix needs the colon", authz.Request{Method: "GET", Host: "httpbin.foo.evil", Path: "/hp"}, want{}},
 				{"host other", authz.Request{Method: "GET", Host: "httpbin.bar", Path: "/h"}, want{}},
 				{"host suffix", authz.Request{Method: "GET", Host: "api.EXAMPLE.com", Path: "/s"}, want{allow: true, policy: "foo/op", rule: 1}},
 				{"notHosts", authz.Request{Method: "GET", Host: "admin.example.com", Path: "/s"}, want{}},
@@ -269,7 +274,11 @@ spec:
 `,
 			checks: []check{
 				{"header, name case-insensitive", authz.Request{Method: "GET", Path: "/", Headers: []authz.Header{{"x-env", "prod"}}}, want{allow: true, policy: "foo/when", rule: 0}},
-				{"repeated header: any line", authz.Request{Method: "GET", Path: "/", Headers: []authz.Header{{"X-Env", "dev"}, {"X-Env", "prod"}}}, want{allow: true, policy: "foo/when", rule: 0}},
+				// Envoy matches a repeated header on its comma-joined value ("dev,prod"), so
+				// an ALLOW on exactly "prod" does not match: never allow more than Istio.
+				{"repeated header: ALLOW sees the joined value", authz.Request{Method: "GET", Path: "/", Headers: []authz.Header{{"X-Env", "dev"}, {"X-Env", "prod"}}}, want{}},
+				{"repeated header: joined value can match", authz.Request{Method: "GET", Path: "/", Headers: []authz.Header{{"X-Tier", "free"}, {"X-Tier", "gold"}}}, want{allow: true, policy: "foo/when", rule: 11}},
+				{"header present but empty: presence matches", authz.Request{Method: "GET", Path: "/", Headers: []authz.Header{{"X-Tier", ""}}}, want{allow: true, policy: "foo/when", rule: 11}},
 				{"source.ip and remote.ip", authz.Request{Method: "GET", Path: "/", SourceIP: netip.MustParseAddr("192.0.2.5")}, want{allow: true, policy: "foo/when", rule: 1}},
 				{"remote.ip notValues", authz.Request{Method: "GET", Path: "/", SourceIP: netip.MustParseAddr("192.0.2.66")}, want{}},
 				{"source.namespace", authz.Request{Method: "GET", Path: "/", SourcePrincipal: "cluster.local/ns/ops/sa/z"}, want{allow: true, policy: "foo/when", rule: 2}},
@@ -305,6 +314,33 @@ spec:
 				{"TCP on 7001", authz.Request{TCP: true, DestinationPort: 7001}, want{allow: true}},
 				{"HTTP without the header", authz.Request{Method: "GET", Path: "/admin", DestinationPort: 7000, RequestPrincipal: "a/b"}, want{allow: true}},
 				{"HTTP with everything", authz.Request{Method: "GET", Path: "/admin", DestinationPort: 7000, RequestPrincipal: "a/b", Headers: []authz.Header{{"x-admin", "1"}}}, want{policy: "foo/deny-hdr"}},
+			},
+		},
+		{
+			// Where the authority or a repeated header can be read two ways, a DENY rule
+			// matches if either reading makes it match, not* forms included: Istio's
+			// reading alone would let "admin.foo:80" past a notHosts DENY on admin.foo
+			// (Envoy) or past a header DENY by repeating the header.
+			name: "DENY readings fail closed",
+			policies: `
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: foo}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {hosts: ["secret.foo"]}}]
+  - to: [{operation: {notHosts: ["public.foo"]}}]
+  - when: [{key: "request.headers[x-user]", notValues: ["admin"]}]
+  - when: [{key: "request.headers[x-block]", values: ["1"]}]
+`,
+			checks: []check{
+				{"bare host", authz.Request{Method: "GET", Path: "/", Host: "secret.foo", Headers: []authz.Header{{"x-user", "admin"}}}, want{policy: "foo/deny", rule: 0}},
+				{"host with port", authz.Request{Method: "GET", Path: "/", Host: "Secret.Foo:443", Headers: []authz.Header{{"x-user", "admin"}}}, want{policy: "foo/deny", rule: 0}},
+				{"notHosts: allowed host", authz.Request{Method: "GET", Path: "/", Host: "public.foo", Headers: []authz.Header{{"x-user", "admin"}}}, want{allow: true}},
+				{"notHosts: allowed host with a port is denied", authz.Request{Method: "GET", Path: "/", Host: "public.foo:80", Headers: []authz.Header{{"x-user", "admin"}}}, want{policy: "foo/deny", rule: 1}},
+				{"notValues: admin passes", authz.Request{Method: "GET", Path: "/", Host: "public.foo", Headers: []authz.Header{{"X-User", "admin"}}}, want{allow: true}},
+				{"notValues: admin plus another line is denied", authz.Request{Method: "GET", Path: "/", Host: "public.foo", Headers: []authz.Header{{"X-User", "admin"}, {"x-user", "evil"}}}, want{policy: "foo/deny", rule: 2}},
+				{"values: repeated line still denied", authz.Request{Method: "GET", Path: "/", Host: "public.foo", Headers: []authz.Header{{"x-user", "admin"}, {"x-block", "1"}, {"x-block", "1"}}}, want{policy: "foo/deny", rule: 3}},
 			},
 		},
 		{

@@ -161,7 +161,9 @@ type fieldMatcher struct {
 	ports []uint32
 	paths []pathMatch
 	sas   []saMatch
-	name  string   // header name for attrHeader
+	name  string // header name for attrHeader
+	// wide is set for the matchers of DENY, AUDIT and CUSTOM policies: see match.
+	wide  bool
 	claim []string // claim path for attrClaim
 }
 
@@ -169,7 +171,25 @@ type saMatch struct{ ns, sa string }
 
 func (f *fieldMatcher) httpOnly() bool { return f.attr >= attrRequestPrincipal }
 
-func (f *fieldMatcher) match(ec *evalCtx) bool { return f.matchAny(ec) != f.not }
+// match reports whether the field (or condition) holds for the request, not* form
+// applied. Two attributes can be read more than one way: the authority with or without
+// its port, and a repeated header as its comma-joined value (Envoy's reading) or as one of
+// its lines. ALLOW rules use exactly Istio's reading — the authority as sent, the joined
+// header — so they never allow more than Istio would. Rules of the other actions (wide)
+// also match when any other reading makes the field hold, not* form included, so a DENY
+// cannot be dodged by adding a port or repeating a header (fail closed).
+func (f *fieldMatcher) match(ec *evalCtx) bool {
+	switch f.attr {
+	case attrHost:
+		if f.anyFold(ec.host) != f.not {
+			return true
+		}
+		return f.wide && ec.hostNoPort != ec.host && f.anyFold(ec.hostNoPort) != f.not
+	case attrHeader:
+		return f.matchHeader(ec.r)
+	}
+	return f.matchAny(ec) != f.not
+}
 
 func (f *fieldMatcher) matchAny(ec *evalCtx) bool {
 	switch f.attr {
@@ -207,13 +227,6 @@ func (f *fieldMatcher) matchAny(ec *evalCtx) bool {
 		return f.anyStr(ec.r.Presenter)
 	case attrMethod:
 		return f.anyStr(ec.r.Method)
-	case attrHost:
-		for _, m := range f.strs {
-			if m.matchFold(ec.host) || ec.hostNoPort != ec.host && m.matchFold(ec.hostNoPort) {
-				return true
-			}
-		}
-		return false
 	case attrPath:
 		for _, m := range f.paths {
 			if m.match(ec.path) {
@@ -228,8 +241,6 @@ func (f *fieldMatcher) matchAny(ec *evalCtx) bool {
 			}
 		}
 		return false
-	case attrHeader:
-		return f.matchHeader(ec.r)
 	case attrClaim:
 		return f.matchClaim(ec.r.Claims)
 	}
@@ -239,6 +250,15 @@ func (f *fieldMatcher) matchAny(ec *evalCtx) bool {
 func (f *fieldMatcher) anyStr(v string) bool {
 	for _, m := range f.strs {
 		if m.match(v) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fieldMatcher) anyFold(v string) bool {
+	for _, m := range f.strs {
+		if m.matchFold(v) {
 			return true
 		}
 	}
@@ -258,20 +278,21 @@ func (f *fieldMatcher) anyIP(ip netip.Addr) bool {
 	return false
 }
 
-// matchHeader matches each line of a repeated header and, as Envoy sees it, their
-// comma-joined value: a DENY on "admin" cannot be dodged by sending the header twice.
+// matchHeader matches request.headers[name] as Envoy does: the values of a repeated
+// header joined with ",", and "*" means the header is present, even with an empty value.
+// Wide matchers also try each line on its own (see match).
 func (f *fieldMatcher) matchHeader(r *Request) bool {
-	n := 0
+	n, first := 0, ""
 	for i := range r.Headers {
 		if strings.EqualFold(r.Headers[i].Name, f.name) {
-			n++
-			if f.anyStr(r.Headers[i].Value) {
-				return true
+			if n == 0 {
+				first = r.Headers[i].Value
 			}
+			n++
 		}
 	}
-	if n < 2 {
-		return false
+	if n <= 1 {
+		return f.headerValue(first, n == 1) != f.not
 	}
 	vals := make([]string, 0, n)
 	for i := range r.Headers {
@@ -279,7 +300,29 @@ func (f *fieldMatcher) matchHeader(r *Request) bool {
 			vals = append(vals, r.Headers[i].Value)
 		}
 	}
-	return f.anyStr(strings.Join(vals, ","))
+	if f.headerValue(strings.Join(vals, ","), true) != f.not {
+		return true
+	}
+	if f.wide {
+		for _, v := range vals {
+			if f.headerValue(v, true) != f.not {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (f *fieldMatcher) headerValue(v string, present bool) bool {
+	if !present {
+		return false
+	}
+	for _, m := range f.strs {
+		if m.kind == strPresence || m.match(v) {
+			return true
+		}
+	}
+	return false
 }
 
 // matchClaim walks request.auth.claims[a][b]… and matches a string claim, or any string

@@ -28,10 +28,12 @@ type Request struct {
 	SNI             string // connection.sni
 
 	Method string // must be upper case (else the request is invalid, 400)
-	Host   string // :authority / Host; matched case-insensitively
-	Path   string // origin-form request target: path, optional ?query
-	// Headers holds each header line; names compare case-insensitively and repeated
-	// names match on their comma-joined value or any single value.
+	// Host is :authority / Host as sent, port included; matched case-insensitively.
+	Host string
+	Path string // origin-form request target: path, optional ?query
+	// Headers holds each header line; names compare case-insensitively. A repeated
+	// header matches on its comma-joined value, as in Envoy (DENY rules also on each
+	// line, to fail closed).
 	Headers []Header
 
 	// request.auth.* from a verified JWT (see internal/authn/jwt).
