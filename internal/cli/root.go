@@ -62,6 +62,7 @@ and Istio's CSR protocol, in one Go binary: control plane, agent, sidecar and CL
 		newInitCmd(env),
 		newAgentCmd(env),
 		newDemoCmd(env),
+		newSidecarCmd(env),
 	)
 	return root
 }

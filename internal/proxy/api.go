@@ -84,6 +84,13 @@ type Decision struct {
 	Status int
 	// Policy names the deciding policy as "NAMESPACE/NAME" (empty when no policy applied).
 	Policy string
+	// Rule is the index of the deciding rule in the policy's spec.rules (Istio's RBAC
+	// policy ID carries it); meaningless when Policy is empty.
+	Rule int
+	// AuditPolicy and AuditRule name the AUDIT policy rule that matched, if any: it marks
+	// the access-log entry and changes nothing else.
+	AuditPolicy string
+	AuditRule   int
 	// Reason is for logs only; the peer never sees it.
 	Reason string
 }
@@ -148,7 +155,21 @@ type Record struct {
 	Protocol  string // "http/1.1", "h2", "tcp"
 	Start     time.Time
 	Duration  time.Duration
-	Source    netip.AddrPort
+	// ConnectionID identifies the downstream connection (also in ConnInfo.ID).
+	ConnectionID uint64
+	Source       netip.AddrPort
+	// Local is the downstream connection's local end: the original destination for
+	// captured traffic, else the listener's address.
+	Local netip.AddrPort
+	// Port is the workload port (inbound) or the service port (outbound) the traffic is
+	// for; 0 when unknown.
+	Port uint32
+	// Mode is the inbound PeerAuthentication mode applied (STRICT, PERMISSIVE, DISABLE)
+	// or the outbound DestinationRule TLS mode (ISTIO_MUTUAL, …, PASSTHROUGH).
+	Mode string
+	// TLSVersion and TLSCipher describe the downstream TLS session; 0 for plaintext.
+	TLSVersion, TLSCipher uint16
+	SNI                   string
 	// Upstream is the address the proxy forwarded to, invalid when it did not.
 	Upstream        netip.AddrPort
 	SourcePrincipal string // verified peer (inbound) or "" ; Istio principal form
@@ -161,9 +182,16 @@ type Record struct {
 	Status          int // HTTP status; 0 for TCP
 	BytesReceived   int64
 	BytesSent       int64
-	// Policy is the deciding AuthorizationPolicy; Denied says whether it denied.
-	Policy string
-	Denied bool
+	// Headers are the request headers (HTTP only), valid only during Observe.
+	Headers HeaderGetter
+	// Policy is the deciding AuthorizationPolicy ("NAMESPACE/NAME") and Rule its rule
+	// index; Denied says whether it denied (Policy empty and Denied: no ALLOW policy
+	// matched). AuditPolicy/AuditRule: the AUDIT rule that matched, if any.
+	Policy      string
+	Rule        int
+	Denied      bool
+	AuditPolicy string
+	AuditRule   int
 	// Flags is Envoy-style response flags: "" or e.g. "UF" (upstream failure),
 	// "UAEX" (unauthorized external), "URX".
 	Flags string

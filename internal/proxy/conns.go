@@ -32,8 +32,12 @@ type connState struct {
 	xfccHeader     string // "x-forwarded-client-cert: …\r\n", or ""
 	xfcc           string
 
-	app   *appTarget // inbound
-	route *route     // outbound
+	app  *appTarget // inbound
+	port uint32     // inbound: the workload port the connection is for
+	// hostRouted: plaintext inbound HTTP in explicit mode with several apps picks the
+	// app per request from the Host header's port.
+	hostRouted bool
+	route      *route // outbound
 
 	// ready is set once the fields above are final; info reads them only after.
 	ready    atomic.Bool
@@ -129,4 +133,35 @@ func (cs *connState) setTLS(st tls.ConnectionState) {
 	cs.cipher = st.CipherSuite
 	cs.curve = st.CurveID
 	cs.sni = st.ServerName
+}
+
+// record starts the Record of one request (HTTP) or of the connection (TCP) with what
+// the connection already says.
+func (cs *connState) record(proto string, start time.Time) Record {
+	r := Record{
+		Direction: cs.dir, Protocol: proto, Start: start, ConnectionID: cs.id,
+		Source: cs.src, Local: cs.dst, Mode: cs.mode, SNI: cs.sni,
+		SourcePrincipal: cs.peerPrincipal, LocalPrincipal: cs.localPrincipal,
+	}
+	if cs.tls {
+		r.TLSVersion, r.TLSCipher = cs.tlsVersion, cs.cipher
+	}
+	if cs.dir == Inbound {
+		r.Port = cs.port
+		if cs.app != nil {
+			r.Upstream = cs.app.addr
+		}
+	} else if cs.route != nil {
+		r.Host, r.Port = cs.route.host, cs.route.port
+	}
+	return r
+}
+
+// decided copies an authorization decision into the record.
+func (r *Record) decided(d *Decision) {
+	if d == nil {
+		return
+	}
+	r.Policy, r.Rule = d.Policy, d.Rule
+	r.AuditPolicy, r.AuditRule = d.AuditPolicy, d.AuditRule
 }

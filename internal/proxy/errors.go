@@ -1,8 +1,14 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"strings"
 )
 
@@ -25,4 +31,45 @@ type SecureNamingError struct {
 
 func (e *SecureNamingError) Error() string {
 	return fmt.Sprintf("secure naming: server for %s presented %s, want one of [%s]", e.Host, e.Got, strings.Join(e.Want, " "))
+}
+
+// handshakeReason maps a TLS handshake error to a short, bounded token for metrics
+// (meshguard_tls_handshake_failures_total's reason label): never the error text, which
+// would explode cardinality.
+func handshakeReason(err error) string {
+	var sn *SecureNamingError
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var alert tls.AlertError
+	var rh tls.RecordHeaderError
+	switch {
+	case errors.As(err, &sn):
+		return "peer_identity_mismatch"
+	case errors.Is(err, errNoPeerCertificate):
+		return "no_peer_certificate"
+	case errors.Is(err, errNoCertificate):
+		return "no_local_certificate"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	case errors.As(err, &ua):
+		return "unknown_ca"
+	case errors.As(err, &ci) && ci.Reason == x509.Expired:
+		return "certificate_expired"
+	case errors.As(err, &alert):
+		return strings.ReplaceAll(strings.TrimPrefix(alert.Error(), "tls: "), " ", "_")
+	case errors.As(err, &rh):
+		return "not_tls"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return "connection_closed"
+	}
+	// go-spiffe's verifier does not always wrap the x509 error types.
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "unknown authority"):
+		return "unknown_ca"
+	case strings.Contains(msg, "expired"):
+		return "certificate_expired"
+	case strings.Contains(msg, "protocol version"):
+		return "protocol_version"
+	}
+	return "handshake_error"
 }

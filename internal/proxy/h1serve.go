@@ -68,14 +68,14 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 	p, cs, req := ex.p, ex.cs, &ex.req
 	st := p.state.Load()
 	rec := &ex.rec
-	*rec = Record{Direction: cs.dir, Protocol: "http/1.1", Start: p.now(), Source: cs.src,
-		SourcePrincipal: cs.peerPrincipal, LocalPrincipal: cs.localPrincipal}
+	*rec = cs.record("http/1.1", p.now())
 	rec.Method = internMethod(req.method())
 	if p.cfg.Observer != nil {
 		rec.Path = string(req.target())
 		if v, ok := req.lookup("host"); ok {
 			rec.Authority = string(v)
 		}
+		rec.Headers = req
 	}
 	defer p.observeTimed(rec)
 	hasBody := req.hasBody()
@@ -96,9 +96,7 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 		}
 		ar.Headers = req
 		status, d := p.admit(ctx, cs, st, ar, target)
-		if d != nil {
-			rec.Policy = d.Policy
-		}
+		rec.decided(d)
 		ar.Headers = nil
 		if status != 0 {
 			rec.Status = status
@@ -113,10 +111,16 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 		}
 		skip = skipInbound
 		extra = cs.xfccHeader
-		up, err = cs.app.pool.get(ctx)
-		rec.Upstream = cs.app.addr
+		app := cs.app
+		if cs.hostRouted {
+			var ok bool
+			if app, rec.Port, ok = p.appForHost(cs, st, ar.Host); !ok {
+				p.handshakeFailed(Inbound, "plaintext_to_strict", "peer", cs.src.String(), "host", ar.Host)
+				return false
+			}
+		}
+		up, err = app.pool.get(ctx)
 	} else {
-		rec.Host = cs.route.host
 		up, err = cs.route.getHTTP1(ctx)
 	}
 	if err != nil {
@@ -127,6 +131,9 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 	}
 	if up.peer != "" {
 		rec.PeerPrincipal = up.peer
+	}
+	if a, ok := up.c.RemoteAddr().(*net.TCPAddr); ok {
+		rec.Upstream = a.AddrPort()
 	}
 	if req.expect100 {
 		// Like Envoy, answer 100-continue here and do not forward the Expect header.

@@ -29,6 +29,7 @@ func (p *Proxy) serveH2(ctx context.Context, cs *connState, c net.Conn) {
 type h2Exchange struct {
 	rec Record
 	req Request
+	app *appTarget // inbound: the app this request goes to
 }
 
 type h2ExKey struct{}
@@ -46,9 +47,8 @@ func (p *Proxy) serveH2Request(w http.ResponseWriter, r *http.Request) {
 	ex := h2ExPool.Get().(*h2Exchange)
 	defer h2ExPool.Put(ex)
 	rec := &ex.rec
-	*rec = Record{Direction: cs.dir, Protocol: "h2", Start: p.now(), Source: cs.src,
-		SourcePrincipal: cs.peerPrincipal, LocalPrincipal: cs.localPrincipal,
-		Method: r.Method, Path: r.URL.RequestURI(), Authority: r.Host}
+	*rec = cs.record("h2", p.now())
+	rec.Method, rec.Path, rec.Authority, rec.Headers = r.Method, r.URL.RequestURI(), r.Host, HTTPHeader(r.Header)
 	defer p.observeTimed(rec)
 	if cs.dir == Inbound {
 		r.Header.Del("X-Forwarded-Client-Cert")
@@ -57,9 +57,7 @@ func (p *Proxy) serveH2Request(w http.ResponseWriter, r *http.Request) {
 		ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, r.Method, r.URL.RequestURI(), r.Host, HTTPHeader(r.Header)
 		status, d := p.admit(r.Context(), cs, st, ar, r.URL.RequestURI())
 		ar.Headers = nil
-		if d != nil {
-			rec.Policy = d.Policy
-		}
+		rec.decided(d)
 		if status != 0 {
 			rec.Status = status
 			body := denyBody(status)
@@ -76,9 +74,17 @@ func (p *Proxy) serveH2Request(w http.ResponseWriter, r *http.Request) {
 		if cs.xfcc != "" {
 			r.Header.Set("X-Forwarded-Client-Cert", cs.xfcc)
 		}
-		rec.Upstream = cs.app.addr
+		ex.app = cs.app
+		if cs.hostRouted {
+			var ok bool
+			if ex.app, rec.Port, ok = p.appForHost(cs, st, r.Host); !ok {
+				p.handshakeFailed(Inbound, "plaintext_to_strict", "peer", cs.src.String(), "host", r.Host)
+				rec.Status = 403
+				http.Error(w, bodyDenied, http.StatusForbidden)
+				return
+			}
+		}
 	} else {
-		rec.Host = cs.route.host
 		if cs.route.err != nil {
 			rec.Status, rec.Flags = 503, "UF"
 			p.log.Warn("upstream connect failed", "direction", "outbound", "err", cs.route.err)
@@ -96,7 +102,11 @@ func (p *Proxy) reverseProxy() *httputil.ReverseProxy {
 				cs := r.Context().Value(ctxKey{}).(*connState)
 				r.URL.Scheme = "http"
 				if cs.dir == Inbound {
-					r.URL.Host = cs.app.addr.String()
+					app := cs.app
+					if ex, ok := r.Context().Value(h2ExKey{}).(*h2Exchange); ok && ex.app != nil {
+						app = ex.app
+					}
+					r.URL.Host = app.addr.String()
 				} else {
 					if ep, err := cs.route.pick(); err == nil {
 						r.URL.Host = ep.addr

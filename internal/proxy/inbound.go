@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/netip"
+	"strconv"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	security "istio.io/api/security/v1beta1"
@@ -98,12 +99,15 @@ func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
 	defer p.endConn(cs)
 	st := p.state.Load()
 
-	// Which app port is this for? Original destination when captured; the SNI after
-	// the handshake otherwise; else the first app.
+	// Which workload port is this for? The original destination when captured; the
+	// only app's port when there is one; otherwise (explicit mode, several apps) the
+	// SNI after the handshake, or for plaintext HTTP the Host header of each request.
 	var port uint32
 	if od := p.originalDst(c); od.IsValid() {
 		port = uint32(od.Port())
 		cs.dst = od
+	} else if len(p.apps) == 1 {
+		port = uint32(p.apps[0].addr.Port())
 	}
 	br := p.bufs.reader(c)
 	pc := &peekedConn{Conn: c, r: br, bufs: &p.bufs}
@@ -120,15 +124,22 @@ func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
 			return
 		}
 	}
+	// Istio does not terminate TLS on a DISABLE port: whatever TLS the client speaks
+	// (its own, end to end with the app) passes through as opaque bytes.
+	opaque := first == protoTLS && mode == security.PeerAuthentication_MutualTLS_DISABLE
 	var conn net.Conn = pc
 	var rd *bufio.Reader
-	if first == protoTLS {
-		tc := tls.Server(pc, p.serverTLS)
+	if first == protoTLS && !opaque {
+		tc := tls.Server(pc, st.serverTLS)
 		hctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()
 		if err != nil {
-			p.handshakeFailed(Inbound, "tls handshake", "peer", cs.src.String(), "err", err)
+			reason := handshakeReason(err)
+			if reason == "not_tls" && mode == security.PeerAuthentication_MutualTLS_STRICT {
+				reason = "plaintext_to_strict" // STRICT skips sniffing: plaintext fails here
+			}
+			p.handshakeFailed(Inbound, reason, "peer", cs.src.String(), "err", err)
 			return
 		}
 		state := tc.ConnectionState()
@@ -145,13 +156,16 @@ func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
 			mode = st.mtlsMode(port)
 		}
 		if mode == security.PeerAuthentication_MutualTLS_DISABLE {
-			p.handshakeFailed(Inbound, "mTLS to a port whose PeerAuthentication mode is DISABLE", "peer", cs.src.String(), "port", port)
+			// Known only after the handshake (several apps, port from the SNI): too late
+			// to pass the client's TLS through, so refuse rather than serve a DISABLE
+			// port over mTLS it did not ask for.
+			p.handshakeFailed(Inbound, "mtls_to_disable_port", "peer", cs.src.String(), "port", port)
 			return
 		}
 		leaf := state.PeerCertificates[0]
 		peerID, err := x509svid.IDFromCert(leaf)
 		if err != nil { // VerifyConnection already checked it; fail closed anyway
-			p.handshakeFailed(Inbound, "peer certificate has no SPIFFE ID", "err", err)
+			p.handshakeFailed(Inbound, "no_spiffe_id", "err", err)
 			return
 		}
 		cs.peerPrincipal = principalOf(peerID)
@@ -176,15 +190,21 @@ func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
 		}
 	} else {
 		if port == 0 {
+			// Explicit mode with several apps: plaintext HTTP picks the app by each
+			// request's Host port (hostRouted); anything else goes to the first app.
 			port = uint32(p.apps[0].addr.Port())
 			mode = st.mtlsMode(port)
+			cs.hostRouted = first == protoHTTP1 || first == protoH2
 		}
 		if mode == security.PeerAuthentication_MutualTLS_STRICT {
-			p.handshakeFailed(Inbound, "plaintext connection to a STRICT port", "peer", cs.src.String(), "port", port)
+			p.handshakeFailed(Inbound, "plaintext_to_strict", "peer", cs.src.String(), "port", port)
 			return
 		}
 		cs.mode = mode.String()
 		cs.proto = first
+		if opaque {
+			cs.proto = protoTCP
+		}
 		rd = br
 		pc.r = nil // rd owns the buffered bytes now
 	}
@@ -193,6 +213,7 @@ func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
 			p.bufs.putReader(rd)
 		}
 	}()
+	cs.port = port
 	cs.app = p.appFor(port)
 	cs.ready.Store(true)
 
@@ -207,6 +228,30 @@ func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
 	default:
 		p.serveInboundTCP(ctx, cs, conn, rd)
 	}
+}
+
+// appForHost picks the app for one plaintext request on a host-routed connection (see
+// handleInbound): the app whose port the Host header names. ok is false when that port
+// is STRICT, which plaintext must not reach; an unknown or missing port keeps the
+// connection's app.
+func (p *Proxy) appForHost(cs *connState, st *compiled, host string) (app *appTarget, port uint32, ok bool) {
+	_, ps, err := net.SplitHostPort(host)
+	if err != nil {
+		return cs.app, cs.port, true
+	}
+	n, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil {
+		return cs.app, cs.port, true
+	}
+	for _, a := range p.apps {
+		if uint64(a.addr.Port()) == n {
+			if st.mtlsMode(uint32(n)) == security.PeerAuthentication_MutualTLS_STRICT {
+				return nil, 0, false
+			}
+			return a, uint32(n), true
+		}
+	}
+	return cs.app, cs.port, true
 }
 
 // admit runs JWT authentication (HTTP only; target is the raw request target, since

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/net/http2"
 	networking "istio.io/api/networking/v1alpha3"
@@ -24,9 +25,11 @@ import (
 
 // compiled is one Policy turned into lookup tables. Immutable once stored.
 type compiled struct {
-	pol      *Policy
-	explicit []*route // Config.Outbound order; nil entry: host unknown
-	byAddr   map[netip.AddrPort]*route
+	pol       *Policy
+	tls       TLSSettings
+	serverTLS *tls.Config
+	explicit  []*route // Config.Outbound order; nil entry: host unknown
+	byAddr    map[netip.AddrPort]*route
 }
 
 // route is one destination service port with its TLS settings and endpoints. Routes
@@ -58,7 +61,11 @@ func (p *Proxy) SetPolicy(pol *Policy) error {
 	if pol == nil {
 		pol = &Policy{}
 	}
-	c := &compiled{pol: pol, byAddr: make(map[netip.AddrPort]*route)}
+	c := &compiled{pol: pol, tls: p.cfg.TLS, byAddr: make(map[netip.AddrPort]*route)}
+	if pol.TLS != nil {
+		c.tls = *pol.TLS
+	}
+	c.serverTLS = p.newServerTLS(c.tls)
 	hosts := make(map[string]*Service, len(pol.Services))
 	for i := range pol.Services {
 		hosts[pol.Services[i].Host] = &pol.Services[i]
@@ -67,7 +74,7 @@ func (p *Proxy) SetPolicy(pol *Policy) error {
 	defer p.routesMu.Unlock()
 	keep := make(map[string]*route)
 	get := func(svc *Service, port uint32) (*route, error) {
-		rt, err := p.buildRoute(svc, port, pol.Destinations)
+		rt, err := p.buildRoute(svc, port, pol.Destinations, c.tls)
 		if err != nil {
 			return nil, err
 		}
@@ -145,7 +152,7 @@ func (rt *route) close() {
 
 // buildRoute resolves svc:port to endpoints and TLS settings. File-based TLS material
 // (MUTUAL/SIMPLE) is loaded here, so a bad file rejects the whole policy.
-func (p *Proxy) buildRoute(svc *Service, port uint32, drs DestinationRules) (*route, error) {
+func (p *Proxy) buildRoute(svc *Service, port uint32, drs DestinationRules, ts TLSSettings) (*route, error) {
 	sp, ok := svc.port(port)
 	if !ok {
 		sp = ServicePort{Number: port}
@@ -168,14 +175,33 @@ func (p *Proxy) buildRoute(svc *Service, port uint32, drs DestinationRules) (*ro
 	switch rt.mode {
 	case networking.ClientTLSSettings_DISABLE:
 	case networking.ClientTLSSettings_ISTIO_MUTUAL:
+		// As Istio: the DestinationRule's subjectAltNames replace the registry's
+		// service accounts, and its sni replaces the generated one.
 		ids := svc.identities()
+		if sans := tlsSet.GetSubjectAltNames(); len(sans) > 0 {
+			ids = ids[:0:0]
+			for _, san := range sans {
+				id, err := spiffeid.FromString(san)
+				if err != nil {
+					return nil, fmt.Errorf("%s: subjectAltNames %q: ISTIO_MUTUAL needs SPIFFE IDs: %w", where, san, err)
+				}
+				ids = append(ids, id)
+			}
+		}
 		if len(ids) == 0 {
-			rt.err = fmt.Errorf("secure naming for %s: the registry names no service account serving it (set serviceAccount on its WorkloadEntries or subjectAltNames on the ServiceEntry)", svc.Host)
+			// Istio then configures no SAN match: the chain to the mesh bundle is the
+			// only check. Follow it, and say so once per host.
+			p.warnNoIdentity(svc.Host)
 		}
 		for _, id := range ids {
 			keyParts = append(keyParts, id.String())
 		}
-		base := p.newMeshClientTLS(istioSNI(svc.Host, port), ids, svc.Host)
+		sni := tlsSet.GetSni()
+		if sni == "" {
+			sni = istioSNI(svc.Host, port)
+		}
+		keyParts = append(keyParts, sni, ts.key())
+		base := p.newMeshClientTLS(sni, ids, svc.Host, ts)
 		rt.tlsHTTP1 = withALPN(base, alpnIstioHTTP1)
 		rt.tlsH2 = withALPN(base, alpnH2)
 		rt.tlsTCP = withALPN(base, alpnIstioTCP)
@@ -318,7 +344,7 @@ func (p *Proxy) dialRoute(ctx context.Context, rt *route, addr string, tc *tls.C
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		c.Close() //nolint:errcheck
 		if p.cfg.Observer != nil {
-			p.cfg.Observer.HandshakeFailed(Outbound, "tls handshake")
+			p.cfg.Observer.HandshakeFailed(Outbound, handshakeReason(err))
 		}
 		return nil, "", fmt.Errorf("TLS to %s endpoint %s: %w", rt.host, addr, err)
 	}
@@ -389,8 +415,8 @@ func (p *Proxy) handleOutbound(ctx context.Context, c net.Conn, idx int) {
 }
 
 func (p *Proxy) serveOutboundTCP(ctx context.Context, cs *connState, c net.Conn, br *bufio.Reader, passthrough string) {
-	rec := &Record{Direction: Outbound, Protocol: "tcp", Start: p.now(), Source: cs.src, LocalPrincipal: cs.localPrincipal}
-	defer p.observeTimed(rec)
+	rec := cs.record("tcp", cs.start)
+	defer p.observeTimed(&rec)
 	var up net.Conn
 	var err error
 	if passthrough != "" {
@@ -398,10 +424,14 @@ func (p *Proxy) serveOutboundTCP(ctx context.Context, cs *connState, c net.Conn,
 		up, err = p.dialer().DialContext(dctx, "tcp", passthrough)
 		cancel()
 	} else {
-		rec.Host = cs.route.host
 		var ep *endpoint
 		if ep, err = cs.route.pick(); err == nil {
 			up, rec.PeerPrincipal, err = p.dialRoute(ctx, cs.route, ep.addr, cs.route.tlsTCP)
+		}
+	}
+	if up != nil {
+		if a, ok := up.RemoteAddr().(*net.TCPAddr); ok {
+			rec.Upstream = a.AddrPort()
 		}
 	}
 	if err != nil {

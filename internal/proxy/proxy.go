@@ -63,6 +63,9 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// MaxIdlePerUpstream caps pooled idle connections per upstream (default 128).
 	MaxIdlePerUpstream int
+	// H2Upstream carries outbound HTTP/1.1 to peer sidecars (ISTIO_MUTUAL) multiplexed
+	// over HTTP/2; the server sidecar converts back to HTTP/1.1 toward the app.
+	H2Upstream bool
 }
 
 // Policy is everything the proxy enforces that the configuration can change. It is
@@ -75,6 +78,9 @@ type Policy struct {
 	RequestAuthn RequestAuthenticator
 	Destinations DestinationRules
 	Services     []Service
+	// TLS replaces Config.TLS (meshConfig.meshMTLS) for handshakes from now on; nil
+	// keeps Config.TLS.
+	TLS *TLSSettings
 }
 
 // Proxy is one sidecar's data path. Build it with New, set a policy with SetPolicy,
@@ -89,17 +95,17 @@ type Proxy struct {
 	state    atomic.Pointer[compiled]
 	sessions tls.ClientSessionCache
 
-	serverTLS *tls.Config
-	apps      []*appTarget
-	appH2     *http2.Transport
-	h2srv     *http2.Server
-	h2base    *http.Server
-	rpOnce    sync.Once
-	rp        *httputil.ReverseProxy
-	rpBufs    rpBufferPool
+	apps   []*appTarget
+	appH2  *http2.Transport
+	h2srv  *http2.Server
+	h2base *http.Server
+	rpOnce sync.Once
+	rp     *httputil.ReverseProxy
+	rpBufs rpBufferPool
 
 	routesMu sync.Mutex
 	routes   map[string]*route
+	warned   sync.Map // host → struct{}: ISTIO_MUTUAL without an identity to check
 
 	conns    connTable
 	wg       sync.WaitGroup
@@ -170,7 +176,6 @@ func New(cfg Config) (*Proxy, error) {
 		routes:   make(map[string]*route),
 		ready:    make(chan struct{}),
 	}
-	p.serverTLS = p.newServerTLS()
 	for _, a := range cfg.Apps {
 		addr := a.String()
 		p.apps = append(p.apps, &appTarget{addr: a, pool: p.newPool(func(ctx context.Context) (net.Conn, string, error) {
@@ -190,7 +195,7 @@ func New(cfg Config) (*Proxy, error) {
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return nil, fmt.Errorf("configure HTTP/2 server: %w", err)
 	}
-	p.state.Store(&compiled{pol: &Policy{}})
+	p.state.Store(&compiled{pol: &Policy{}, tls: cfg.TLS, serverTLS: p.newServerTLS(cfg.TLS)})
 	return p, nil
 }
 
@@ -427,4 +432,14 @@ func (p *Proxy) handshakeFailed(dir Direction, reason string, attrs ...any) {
 	if p.cfg.Observer != nil {
 		p.cfg.Observer.HandshakeFailed(dir, reason)
 	}
+}
+
+// warnNoIdentity logs once per host that ISTIO_MUTUAL to it checks the chain only.
+func (p *Proxy) warnNoIdentity(host string) {
+	if _, loaded := p.warned.LoadOrStore(host, struct{}{}); loaded {
+		return
+	}
+	p.log.Warn("ISTIO_MUTUAL: the registry names no service account for this host and the DestinationRule no subjectAltNames; "+
+		"the server is verified against the mesh trust bundle only (as Istio does), not by identity",
+		"host", host)
 }

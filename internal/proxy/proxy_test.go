@@ -247,37 +247,46 @@ func TestInboundPeerAuthentication(t *testing.T) {
 	ca := newTestCA(t, "cluster.local")
 	foreign := newTestCA(t, "cluster.local")
 	port := uint32(echo.Addr.Port())
+	// With several apps and no capture, only the SNI says which port mTLS is for.
+	twoApps := []netip.AddrPort{echo.Addr, netip.MustParseAddrPort("127.0.0.1:9080")}
 	cases := []struct {
 		name      string
 		mode      proxy.PeerAuthn
 		client    *x509svid.SVID // nil: plaintext
 		sni       string
 		wantAdmit bool
+		apps      []netip.AddrPort // nil: the echo app only
 	}{
-		{"STRICT admits mTLS", strict(), ca.svid(t, clientPath, time.Time{}, time.Time{}), "", true},
-		{"STRICT refuses plaintext", strict(), nil, "", false},
-		{"STRICT refuses a foreign CA", strict(), foreign.svid(t, clientPath, time.Time{}, time.Time{}), "", false},
-		{"STRICT refuses an expired certificate", strict(), ca.svid(t, clientPath, time.Now().Add(-3*time.Hour), time.Now().Add(-time.Hour)), "", false},
-		{"PERMISSIVE admits mTLS", nil, ca.svid(t, clientPath, time.Time{}, time.Time{}), "", true},
-		{"PERMISSIVE admits plaintext", nil, nil, "", true},
-		{"PERMISSIVE still refuses a foreign CA", nil, foreign.svid(t, clientPath, time.Time{}, time.Time{}), "", false},
-		{"DISABLE admits plaintext", modes{def: security.PeerAuthentication_MutualTLS_DISABLE}, nil, "", true},
-		{"DISABLE refuses mTLS", modes{def: security.PeerAuthentication_MutualTLS_DISABLE}, ca.svid(t, clientPath, time.Time{}, time.Time{}), "", false},
+		{"STRICT admits mTLS", strict(), ca.svid(t, clientPath, time.Time{}, time.Time{}), "", true, nil},
+		{"STRICT refuses plaintext", strict(), nil, "", false, nil},
+		{"STRICT refuses a foreign CA", strict(), foreign.svid(t, clientPath, time.Time{}, time.Time{}), "", false, nil},
+		{"STRICT refuses an expired certificate", strict(), ca.svid(t, clientPath, time.Now().Add(-3*time.Hour), time.Now().Add(-time.Hour)), "", false, nil},
+		{"PERMISSIVE admits mTLS", nil, ca.svid(t, clientPath, time.Time{}, time.Time{}), "", true, nil},
+		{"PERMISSIVE admits plaintext", nil, nil, "", true, nil},
+		{"PERMISSIVE still refuses a foreign CA", nil, foreign.svid(t, clientPath, time.Time{}, time.Time{}), "", false, nil},
+		{"DISABLE admits plaintext", modes{def: security.PeerAuthentication_MutualTLS_DISABLE}, nil, "", true, nil},
+		// TLS to a DISABLE port is passed to the app untouched (TestDisablePassesTLSThrough);
+		// the echo app speaks no TLS, so the mesh handshake cannot complete.
+		{"DISABLE does not terminate mTLS", modes{def: security.PeerAuthentication_MutualTLS_DISABLE}, ca.svid(t, clientPath, time.Time{}, time.Time{}), "", false, nil},
 		{"port-level STRICT over namespace PERMISSIVE refuses plaintext",
-			modes{def: security.PeerAuthentication_MutualTLS_PERMISSIVE, ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{port: security.PeerAuthentication_MutualTLS_STRICT}}, nil, "", false},
+			modes{def: security.PeerAuthentication_MutualTLS_PERMISSIVE, ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{port: security.PeerAuthentication_MutualTLS_STRICT}}, nil, "", false, nil},
 		{"port-level DISABLE over namespace STRICT admits plaintext",
-			modes{def: security.PeerAuthentication_MutualTLS_STRICT, ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{port: security.PeerAuthentication_MutualTLS_DISABLE}}, nil, "", true},
+			modes{def: security.PeerAuthentication_MutualTLS_STRICT, ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{port: security.PeerAuthentication_MutualTLS_DISABLE}}, nil, "", true, nil},
 		{"port from SNI: STRICT port admits mTLS",
 			modes{def: security.PeerAuthentication_MutualTLS_DISABLE, ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{9080: security.PeerAuthentication_MutualTLS_STRICT}},
-			ca.svid(t, clientPath, time.Time{}, time.Time{}), "outbound_.9080_._." + echoHost, true},
+			ca.svid(t, clientPath, time.Time{}, time.Time{}), "outbound_.9080_._." + echoHost, true, twoApps},
 		{"port from SNI: DISABLE port refuses mTLS",
 			modes{def: security.PeerAuthentication_MutualTLS_STRICT, ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{9080: security.PeerAuthentication_MutualTLS_DISABLE}},
-			ca.svid(t, clientPath, time.Time{}, time.Time{}), "outbound_.9080_._." + echoHost, false},
+			ca.svid(t, clientPath, time.Time{}, time.Time{}), "outbound_.9080_._." + echoHost, false, twoApps},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			certs := newCertSource(ca.svid(t, serverPath, time.Time{}, time.Time{}), ca.bundle())
-			sc := meshtest.StartSidecar(t, meshtest.SidecarOptions{Certs: certs, Apps: []netip.AddrPort{echo.Addr}, Policy: &proxy.Policy{PeerAuthn: tc.mode}})
+			apps := tc.apps
+			if apps == nil {
+				apps = []netip.AddrPort{echo.Addr}
+			}
+			sc := meshtest.StartSidecar(t, meshtest.SidecarOptions{Certs: certs, Apps: apps, Policy: &proxy.Policy{PeerAuthn: tc.mode}})
 			var err error
 			if tc.client != nil {
 				var c *tls.Conn

@@ -62,15 +62,14 @@ func closeWrite(c net.Conn) {
 // closed in the Authorizer) and splices it to the app. Denied: the connection closes.
 func (p *Proxy) serveInboundTCP(ctx context.Context, cs *connState, c net.Conn, br *bufio.Reader) {
 	st := p.state.Load()
-	rec := &Record{Direction: Inbound, Protocol: "tcp", Start: p.now(), Source: cs.src,
-		SourcePrincipal: cs.peerPrincipal, LocalPrincipal: cs.localPrincipal, Upstream: cs.app.addr}
-	defer p.observeTimed(rec)
+	rec := cs.record("tcp", cs.start)
+	defer p.observeTimed(&rec)
 	r := cs.request()
-	if status, d := p.admit(ctx, cs, st, &r, ""); status != 0 {
-		rec.Denied, rec.Policy = true, d.Policy
+	status, d := p.admit(ctx, cs, st, &r, "")
+	rec.decided(d)
+	if status != 0 {
+		rec.Denied = true
 		return
-	} else if d != nil {
-		rec.Policy = d.Policy
 	}
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	up, err := p.dialer().DialContext(dctx, "tcp", cs.app.addr.String())

@@ -109,6 +109,9 @@ func TLSSettingsFromMesh(m *meshv1alpha1.MeshConfig_TLSConfig) (TLSSettings, err
 	return s, nil
 }
 
+// key identifies the settings in route keys, so a change rebuilds the routes.
+func (s TLSSettings) key() string { return fmt.Sprint(s.MinVersion, s.CipherSuites, s.Curves) }
+
 func (s TLSSettings) apply(c *tls.Config) {
 	c.MinVersion = s.MinVersion
 	if c.MinVersion == 0 {
@@ -168,7 +171,7 @@ func (p *Proxy) verifyPeer(cs tls.ConnectionState, allow func(spiffeid.ID) error
 
 // newServerTLS is the inbound listener's config. Peers are admitted in VerifyConnection
 // (chain to the mesh bundle); which peer may do what is authorization's job.
-func (p *Proxy) newServerTLS() *tls.Config {
+func (p *Proxy) newServerTLS(ts TLSSettings) *tls.Config {
 	c := &tls.Config{
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			id := p.ident.Load()
@@ -182,13 +185,13 @@ func (p *Proxy) newServerTLS() *tls.Config {
 		NextProtos:       []string{alpnIstioH2, alpnIstioHTTP1, alpnIstioTCP, alpnH2, alpnHTTP1},
 		Time:             p.now,
 	}
-	p.cfg.TLS.apply(c)
+	ts.apply(c)
 	return c
 }
 
 // newMeshClientTLS is the ISTIO_MUTUAL client config for one destination: mesh
 // certificate, Istio's SNI, and secure naming (the server must be one of ids).
-func (p *Proxy) newMeshClientTLS(sni string, ids []spiffeid.ID, host string) *tls.Config {
+func (p *Proxy) newMeshClientTLS(sni string, ids []spiffeid.ID, host string, ts TLSSettings) *tls.Config {
 	c := &tls.Config{
 		ServerName: sni,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -204,6 +207,9 @@ func (p *Proxy) newMeshClientTLS(sni string, ids []spiffeid.ID, host string) *tl
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			return p.verifyPeer(cs, func(got spiffeid.ID) error {
+				if len(ids) == 0 {
+					return nil // chain only, as Istio with no SAN to match (see buildRoute)
+				}
 				for _, want := range ids {
 					if got == want {
 						return nil
@@ -215,7 +221,7 @@ func (p *Proxy) newMeshClientTLS(sni string, ids []spiffeid.ID, host string) *tl
 		ClientSessionCache: p.sessions,
 		Time:               p.now,
 	}
-	p.cfg.TLS.apply(c)
+	ts.apply(c)
 	return c
 }
 

@@ -80,7 +80,8 @@ func (a authorizer) Authorize(ctx context.Context, r *proxy.Request) proxy.Decis
 		ar.RequestPrincipal, ar.Audiences, ar.Presenter, ar.Claims = r.Auth.Principal, r.Auth.Audiences, r.Auth.Presenter, r.Auth.Claims
 	}
 	d := a.e.Evaluate(ctx, &ar)
-	return proxy.Decision{Allow: d.Allow, Status: d.Status, Policy: d.Policy, Reason: d.Reason}
+	return proxy.Decision{Allow: d.Allow, Status: d.Status, Policy: d.Policy, Rule: d.Rule,
+		AuditPolicy: d.Audit.Policy, AuditRule: d.Audit.Rule, Reason: d.Reason}
 }
 
 // jwtAuthn adapts *jwt.Authenticator (which reads an *http.Request) to the proxy.

@@ -5,16 +5,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/meshguard/meshguard/internal/accesslog"
 	"github.com/meshguard/meshguard/internal/config"
+	"github.com/meshguard/meshguard/internal/metrics"
 	"github.com/meshguard/meshguard/internal/policy"
 	"github.com/meshguard/meshguard/internal/proxy"
 )
@@ -35,18 +41,33 @@ type Runner interface {
 type Config struct {
 	Workload policy.Workload
 	Agent    Agent
-	// Store delivers configuration snapshots (the --config-dir store today, the
-	// control plane's push later). If it is also a Runner, Run runs it.
+	// Store delivers configuration snapshots (the --config-dir store, or the control
+	// plane's push). If it is also a Runner, Run runs it.
 	Store config.ConfigStore
-	// Proxy is the data path's configuration; Certs is set from Agent.
+	// Proxy is the data path's configuration; Certs, Logger and Observer are set here.
 	Proxy proxy.Config
 	// AdminAddr serves /healthz/ready, /metrics and /debug/connections ("" for none).
 	AdminAddr string
-	// Metrics serves /metrics; nil answers 404.
-	Metrics http.Handler
+	// Registry is served on /metrics; nil means a private registry with the Go and
+	// process collectors.
+	Registry *prometheus.Registry
+	// Metrics are the sidecar's collectors (shared with the agent, which reports
+	// certificate expiry into them); nil creates them on Registry.
+	Metrics *metrics.Sidecar
+	// AccessLogStdout receives the access log when meshConfig.accessLogFile is
+	// /dev/stdout; nil means the process's standard output.
+	AccessLogStdout io.Writer
+	// Reopen receives when the access-log file must be reopened (SIGHUP after
+	// logrotate moved it); nil for never.
+	Reopen <-chan struct{}
+	// AdminListening, if set, is called with the admin address once it listens (tests
+	// use port 0).
+	AdminListening func(net.Addr)
 	// HTTPClient fetches JWKS for RequestAuthentication.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
+	// Now is the clock of metrics and the proxy; nil means time.Now.
+	Now func() time.Time
 }
 
 // Run runs the sidecar until ctx ends, then drains (see proxy.Run) and returns. The
@@ -59,21 +80,41 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+		cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if cfg.Metrics == nil {
+		m, err := metrics.NewSidecar(cfg.Registry, cfg.Now)
+		if err != nil {
+			return err
+		}
+		cfg.Metrics = m
+	}
+	obs := newObserver(cfg.Metrics, cfg.Workload)
 	pc := cfg.Proxy
 	pc.Certs = cfg.Agent
 	pc.Logger = log
+	pc.Observer = obs
+	pc.Now = cfg.Now
 	p, err := proxy.New(pc)
 	if err != nil {
 		return err
 	}
 	var configured atomic.Bool
 	g, gctx := errgroup.WithContext(ctx)
+	logs := &accessLogs{obs: obs, log: log, ctx: gctx,
+		opts: accesslog.WriterOptions{Stdout: cfg.AccessLogStdout, Logger: log, Dropped: cfg.Metrics.AccessLogDropped}}
 	g.Go(func() error { return cfg.Agent.Run(gctx) })
 	if r, ok := cfg.Store.(Runner); ok {
 		g.Go(func() error { return r.Run(gctx) })
 	}
+	g.Go(func() error { return logs.Run(gctx, cfg.Reopen) })
 	g.Go(func() error {
-		applyConfig(gctx, cfg, p, &configured, log)
+		applyConfig(gctx, cfg, p, logs, &configured, log)
 		return nil
 	})
 	g.Go(func() error { return p.Run(gctx) })
@@ -85,13 +126,23 @@ func Run(ctx context.Context, cfg Config) error {
 
 // applyConfig turns every snapshot into a Policy and swaps it in; a snapshot that does
 // not compile is logged and the last good policy stays.
-func applyConfig(ctx context.Context, cfg Config, p *proxy.Proxy, configured *atomic.Bool, log *slog.Logger) {
+func applyConfig(ctx context.Context, cfg Config, p *proxy.Proxy, logs *accessLogs, configured *atomic.Bool, log *slog.Logger) {
 	for snap := range cfg.Store.Watch(ctx) {
 		td, err := waitForSVID(ctx, cfg.Agent)
 		if err != nil {
 			return
 		}
+		// Build and check everything first; swap only a snapshot that is good as a
+		// whole, so that nothing is half-applied.
 		pol, err := BuildPolicy(snap, cfg.Workload, td, cfg.HTTPClient, log)
+		var al *prepared
+		if err == nil {
+			var ts proxy.TLSSettings
+			if ts, err = proxy.TLSSettingsFromMesh(snap.Mesh.GetMeshMTLS()); err == nil {
+				pol.TLS = &ts
+				al, err = logs.prepare(snap.Mesh)
+			}
+		}
 		if err == nil {
 			err = p.SetPolicy(pol)
 		}
@@ -99,6 +150,7 @@ func applyConfig(ctx context.Context, cfg Config, p *proxy.Proxy, configured *at
 			log.Error("configuration rejected; keeping the last good policy", "version", snap.Version, "err", err)
 			continue
 		}
+		logs.swap(al)
 		configured.Store(true)
 		log.Info("configuration applied", "version", snap.Version, "services", len(pol.Services))
 	}
@@ -133,9 +185,7 @@ func runAdmin(ctx context.Context, cfg Config, p *proxy.Proxy, configured *atomi
 		}
 		w.Write([]byte("ok\n")) //nolint:errcheck
 	})
-	if cfg.Metrics != nil {
-		mux.Handle("GET /metrics", cfg.Metrics)
-	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /debug/connections", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -157,6 +207,9 @@ func runAdmin(ctx context.Context, cfg Config, p *proxy.Proxy, configured *atomi
 		srv.Shutdown(sctx) //nolint:errcheck // best effort
 	}()
 	log.Info("admin listening", "addr", l.Addr().String())
+	if cfg.AdminListening != nil {
+		cfg.AdminListening(l.Addr())
+	}
 	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("admin server: %w", err)
 	}
