@@ -5,13 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +34,11 @@ import (
 // The push benchmark's fleet: 50 namespaces × 20 apps = 1,000 sidecars, and 100
 // AuthorizationPolicies per namespace (5 per app) = 5,000 policies, plus a mesh-wide
 // PeerAuthentication and AuthorizationPolicy in the root namespace.
+// pushProfile, when set, is a directory where BenchmarkPush1000Sidecars writes CPU
+// profiles of each measured case: cp-<case>.prof (the control plane process) and
+// clients-<case>.prof (this process: the 1,000 clients and the benchmark itself).
+var pushProfile = flag.String("push.profile", "", "write CPU profiles of BenchmarkPush1000Sidecars' measured cases to this directory")
+
 const (
 	benchNamespaces = 50
 	benchApps       = 20
@@ -136,7 +142,28 @@ func TestControlPlaneProcess(t *testing.T) {
 	go func() { _ = gs.Serve(lis) }()
 	<-srv.Ready()
 	fmt.Printf("ADDR %s\n", lis.Addr())
-	_, _ = io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
+	// The parent sends "profile FILE" and "stop" to profile a measured case, and closes
+	// stdin to stop us.
+	var prof *os.File
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		cmd, arg, _ := strings.Cut(in.Text(), " ")
+		switch cmd {
+		case "profile":
+			if prof, err = os.Create(arg); err != nil {
+				t.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				t.Fatal(err)
+			}
+		case "stop":
+			pprof.StopCPUProfile()
+			if err := prof.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fmt.Println("OK")
+	}
 	cancel()
 	gs.Stop()
 }
@@ -234,7 +261,25 @@ func BenchmarkPush1000Sidecars(b *testing.B) {
 	if addr == "" {
 		b.Fatal("control plane process did not start")
 	}
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	childOK := make(chan struct{})
+	go func() {
+		for sc.Scan() {
+			if sc.Text() == "OK" {
+				childOK <- struct{}{}
+			}
+		}
+	}()
+	// tell sends the child a command and waits for it to be done.
+	tell := func(cmd string) {
+		if _, err := fmt.Fprintln(stdin, cmd); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-childOK:
+		case <-time.After(10 * time.Second):
+			b.Fatalf("control plane process did not answer %q", cmd)
+		}
+	}
 
 	type sidecar struct {
 		ns int
@@ -324,7 +369,23 @@ func BenchmarkPush1000Sidecars(b *testing.B) {
 				}
 			}
 			var all []time.Duration
+			if *pushProfile != "" {
+				tell("profile " + filepath.Join(*pushProfile, "cp-"+tc.name+".prof"))
+				f, err := os.Create(filepath.Join(*pushProfile, "clients-"+tc.name+".prof"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					b.Fatalf("-push.profile cannot be combined with -cpuprofile: %v", err)
+				}
+				defer func() {
+					pprof.StopCPUProfile()
+					f.Close()
+					tell("stop")
+				}()
+			}
 			cpu0, _, _ := procStats(b, child.Process.Pid)
+			self0, _, _ := procStats(b, os.Getpid())
 			gen := 0
 			b.ResetTimer()
 			for b.Loop() {
@@ -334,6 +395,7 @@ func BenchmarkPush1000Sidecars(b *testing.B) {
 			}
 			b.StopTimer()
 			cpu1, rss, hwm := procStats(b, child.Process.Pid)
+			self1, _, _ := procStats(b, os.Getpid())
 			slices.Sort(all)
 			pct := func(p float64) time.Duration { return all[min(len(all)-1, int(float64(len(all))*p))] }
 			b.ReportMetric(float64(len(affected)), "sidecars/push")
@@ -341,6 +403,9 @@ func BenchmarkPush1000Sidecars(b *testing.B) {
 			b.ReportMetric(float64(pct(0.99).Milliseconds()), "p99-ms")
 			b.ReportMetric(float64(all[len(all)-1].Milliseconds()), "max-ms")
 			b.ReportMetric(float64((cpu1-cpu0).Milliseconds())/float64(gen), "cp-cpu-ms/push")
+			// The clients share the machine's cores with the control plane: their CPU
+			// per push is the part of the latency the benchmark itself costs.
+			b.ReportMetric(float64((self1-self0).Milliseconds())/float64(gen), "clients-cpu-ms/push")
 			b.ReportMetric(float64(rss)/(1<<20), "cp-rss-MB")
 			b.ReportMetric(float64(hwm)/(1<<20), "cp-peak-rss-MB")
 		})

@@ -1,15 +1,12 @@
 package xds
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +14,6 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
@@ -232,139 +228,98 @@ func (c *Client) apply(ctx context.Context, st grpc.BidiStreamingClient[discover
 	return nil
 }
 
-// decoded is a push, decoded but not yet validated.
-type decoded struct {
-	objs        []*config.Object
-	mesh        *meshv1alpha1.MeshConfig
-	meshVersion string
+// validCache holds the objects of the last push the client accepted, by the bytes
+// they arrived as, and the mesh config they were validated under, so that a push
+// decodes and validates only the resources that changed. The zero value is empty.
+type validCache struct {
+	mesh    *meshv1alpha1.MeshConfig
+	meshRaw string // the mesh config resource as it arrived
+	objs    map[string]*config.Object
 }
 
-// decodePush decodes resources by type URL: exactly one mesh config, and objects with
-// unique names per kind.
-func decodePush(byType map[string][]*anypb.Any) (*decoded, error) {
-	d := &decoded{}
+// resourceKey identifies a resource by its type URL and exact bytes: equal bytes
+// decode to an equal object, whatever the control plane claims about versions.
+func resourceKey(t string, a *anypb.Any) string {
+	return t + "\x00" + a.GetTypeUrl() + "\x00" + string(a.GetValue())
+}
+
+// validate decodes and validates a push (resources by type URL) as the control plane's
+// loader validates config: exactly one mesh config, valid; objects with unique names
+// per kind, each valid under it. Only what the cache has not seen is decoded and
+// validated, and everything when the mesh config changed. On success the cache holds
+// exactly the push; on failure it is unchanged.
+func (vc *validCache) validate(byType map[string][]*anypb.Any) (*config.Snapshot, error) {
+	ms := byType[TypeMeshConfig]
+	switch len(ms) {
+	case 0:
+		return nil, fmt.Errorf("%s: no mesh config in the push", TypeMeshConfig)
+	case 1:
+	default:
+		return nil, fmt.Errorf("%s: more than one mesh config", TypeMeshConfig)
+	}
+	mesh, meshRaw := vc.mesh, resourceKey(TypeMeshConfig, ms[0])
+	meshChanged := mesh == nil || meshRaw != vc.meshRaw
+	if meshChanged {
+		m, err := DecodeMesh(ms[0])
+		if err != nil {
+			return nil, fmt.Errorf("%s resource 0: %w", TypeMeshConfig, err)
+		}
+		if err := validateMesh(m); err != nil {
+			return nil, err
+		}
+		mesh = m
+	}
+	objs := make(map[string]*config.Object, len(vc.objs))
+	var all, fresh []*config.Object
 	seen := map[string]bool{}
-	for _, t := range Types {
+	for _, t := range Types[1:] {
 		for i, a := range byType[t] {
-			if t == TypeMeshConfig {
-				if d.mesh != nil {
-					return nil, fmt.Errorf("%s: more than one mesh config", t)
-				}
-				m, v, err := decodeMeshVersion(a)
-				if err != nil {
+			k := resourceKey(t, a)
+			o := vc.objs[k]
+			if o == nil {
+				var err error
+				if o, err = DecodeObject(t, a); err != nil {
 					return nil, fmt.Errorf("%s resource %d: %w", t, i, err)
 				}
-				d.mesh, d.meshVersion = m, v
-				continue
+				fresh = append(fresh, o)
 			}
-			o, err := DecodeObject(t, a)
-			if err != nil {
-				return nil, fmt.Errorf("%s resource %d: %w", t, i, err)
-			}
-			if k := t + " " + o.Key(); seen[k] {
+			if id := t + " " + o.Key(); seen[id] {
 				return nil, fmt.Errorf("%s resource %d: %s is sent twice", t, i, o.Key())
 			} else {
-				seen[k] = true
+				seen[id] = true
 			}
-			d.objs = append(d.objs, o)
+			objs[k] = o
+			// NewSnapshot stamps ResourceVersion on the objects it is given, and the
+			// cached ones belong to the snapshot in force: give it copies.
+			c := *o
+			all = append(all, &c)
 		}
 	}
-	if d.mesh == nil {
-		return nil, fmt.Errorf("%s: no mesh config in the push", TypeMeshConfig)
+	check := fresh
+	if meshChanged {
+		// Objects validate against the mesh config (CUSTOM providers): a new one
+		// revalidates everything.
+		check = all
 	}
-	return d, nil
+	if err := config.ValidateObjects(check, mesh); err != nil {
+		return nil, err
+	}
+	vc.mesh, vc.meshRaw, vc.objs = mesh, meshRaw, objs
+	return config.NewSnapshot(all, mesh), nil
 }
 
-// validateFull validates the mesh config and every object exactly as the control
-// plane's loader does, by loading their YAML form.
-func validateFull(objs []*config.Object, mesh *meshv1alpha1.MeshConfig) error {
-	y, err := config.Encode(config.NewSnapshot(objs, mesh))
+// validateMesh validates a pushed mesh config as the control plane's loader does, by
+// loading its YAML form. It runs only when the mesh config changes.
+func validateMesh(m *meshv1alpha1.MeshConfig) error {
+	y, err := config.Encode(&config.Snapshot{Mesh: m})
 	if err != nil {
 		return err
 	}
-	_, _, err = (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "push", Data: y})
-	return err
-}
-
-// validateObjects validates objects under a mesh config that was itself validated
-// before. Object validation reads only the mesh's extension providers, so the mesh
-// document carries just those: loading the whole MeshConfig again for every push would
-// cost each sidecar milliseconds when a mesh-wide policy changes.
-func validateObjects(objs []*config.Object, mesh *meshv1alpha1.MeshConfig) error {
-	var buf bytes.Buffer
-	mc, err := protojson.Marshal(&meshv1alpha1.MeshConfig{ExtensionProviders: mesh.GetExtensionProviders()})
-	if err != nil {
-		return fmt.Errorf("encode mesh config: %w", err)
-	}
-	fmt.Fprintf(&buf, "{\"apiVersion\": \"install.istio.io/v1alpha1\", \"kind\": \"IstioOperator\", \"spec\": {\"meshConfig\": %s}}\n", mc)
-	for _, o := range objs {
-		spec, err := protojson.Marshal(o.Spec)
-		if err != nil {
-			return fmt.Errorf("encode %s %s: %w", o.Kind, o.Key(), err)
-		}
-		doc, err := json.Marshal(map[string]any{
-			"apiVersion": strings.TrimSuffix(TypeOf(o.Kind), "/"+string(o.Kind)),
-			"kind":       string(o.Kind),
-			"metadata":   map[string]any{"name": o.Name, "namespace": o.Namespace, "labels": o.Labels, "annotations": o.Annotations},
-			"spec":       json.RawMessage(spec),
-		})
-		if err != nil {
-			return fmt.Errorf("encode %s %s: %w", o.Kind, o.Key(), err)
-		}
-		buf.WriteString("---\n")
-		buf.Write(doc)
-		buf.WriteByte('\n')
-	}
-	_, _, err = (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "push", Data: buf.Bytes()})
+	_, _, err = (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: TypeMeshConfig, Data: y})
 	return err
 }
 
 // decodeSnapshot decodes and fully validates resources by type URL.
 func decodeSnapshot(byType map[string][]*anypb.Any) (*config.Snapshot, error) {
-	d, err := decodePush(byType)
-	if err != nil {
-		return nil, err
-	}
-	if err := validateFull(d.objs, d.mesh); err != nil {
-		return nil, err
-	}
-	return config.NewSnapshot(d.objs, d.mesh), nil
-}
-
-// validCache remembers which objects already validated under which mesh config, so
-// that a push validates only what changed.
-type validCache struct {
-	mesh string
-	ok   map[encKey]bool
-}
-
-// validate decodes a push and validates what the cache has not seen; on success the
-// cache holds exactly the push.
-func (vc *validCache) validate(byType map[string][]*anypb.Any) (*config.Snapshot, error) {
-	d, err := decodePush(byType)
-	if err != nil {
-		return nil, err
-	}
-	key := func(o *config.Object) encKey { return encKey{o.Kind, o.Key(), o.ResourceVersion} }
-	if d.meshVersion == "" || d.meshVersion != vc.mesh {
-		err = validateFull(d.objs, d.mesh)
-	} else {
-		var fresh []*config.Object
-		for _, o := range d.objs {
-			if !vc.ok[key(o)] {
-				fresh = append(fresh, o)
-			}
-		}
-		if len(fresh) > 0 {
-			err = validateObjects(fresh, d.mesh)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	vc.mesh, vc.ok = d.meshVersion, make(map[encKey]bool, len(d.objs))
-	for _, o := range d.objs {
-		vc.ok[key(o)] = true
-	}
-	return config.NewSnapshot(d.objs, d.mesh), nil
+	return new(validCache).validate(byType)
 }

@@ -22,9 +22,12 @@
 // workload's sidecar has ACKed). Only identities in ServerConfig.Operators may ask.
 //
 // Client: subscribes to every type, collects a push (all types at one version),
-// decodes it and validates it exactly as the control plane's loader does, then ACKs and
-// publishes it as a config.Snapshot, or NACKs it with the validation message and
-// changes nothing. It reconnects with jittered exponential backoff and keeps the last
+// decodes it and validates it as the control plane's loader does (config.ValidateObjects
+// on the objects, the loader on a changed mesh config), then ACKs and publishes it as a
+// config.Snapshot, or NACKs it with the validation message and changes nothing. Only
+// resources whose bytes changed since the last accepted push are decoded and validated
+// again (all of them when the mesh config changed), so a mesh-wide change costs each
+// sidecar the changed object, not its whole view. It reconnects with jittered exponential backoff and keeps the last
 // ACKed config meanwhile. It implements config.ConfigStore for the sidecar.
 //
 // Concurrency: NewServer and NewClient start nothing; Server.Run and Client.Run work
