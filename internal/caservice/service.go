@@ -19,6 +19,7 @@ import (
 	"github.com/meshguard/meshguard/internal/authn"
 	"github.com/meshguard/meshguard/internal/ca"
 	"github.com/meshguard/meshguard/internal/identity"
+	"github.com/meshguard/meshguard/internal/metrics"
 	"github.com/meshguard/meshguard/internal/pki"
 )
 
@@ -31,19 +32,29 @@ type CertificateAuthority interface {
 	TrustBundle() []*x509.Certificate
 }
 
+// Metrics counts the outcome of every request; *metrics.ControlPlane implements it.
+type Metrics interface {
+	CertIssued()
+	// CertRefused counts a refusal; reason is one of the metrics.Refused* values.
+	CertRefused(reason string)
+}
+
 // Config configures a Server.
 type Config struct {
 	CA            CertificateAuthority
 	Authenticator authn.Authenticator
-	Logger        *slog.Logger
+	// Metrics, when set, counts issued certificates and refusals by reason.
+	Metrics Metrics
+	Logger  *slog.Logger
 }
 
 // Server implements IstioCertificateService.
 type Server struct {
 	pb.UnimplementedIstioCertificateServiceServer
-	ca   CertificateAuthority
-	auth authn.Authenticator
-	log  *slog.Logger
+	ca      CertificateAuthority
+	auth    authn.Authenticator
+	metrics Metrics
+	log     *slog.Logger
 }
 
 // New returns a Server. CA and Authenticator are required.
@@ -54,8 +65,20 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{ca: cfg.CA, auth: cfg.Authenticator, log: cfg.Logger}, nil
+	if cfg.Metrics == nil {
+		cfg.Metrics = nopMetrics{}
+	}
+	return &Server{ca: cfg.CA, auth: cfg.Authenticator, metrics: cfg.Metrics, log: cfg.Logger}, nil
 }
+
+type nopMetrics struct{}
+
+func (nopMetrics) CertIssued()        {}
+func (nopMetrics) CertRefused(string) {}
+
+// reasonCancelled labels requests that ended because the caller went away: not the
+// CA's refusal, but counted so that issued + refused covers every request.
+const reasonCancelled = "cancelled"
 
 // Register adds the service to gs.
 func (s *Server) Register(gs grpc.ServiceRegistrar) {
@@ -81,8 +104,9 @@ func (s *Server) CreateCertificate(ctx context.Context, req *pb.IstioCertificate
 			attrs = append(attrs, slog.String("cluster_id", v[0]))
 		}
 	}
-	refuse := func(code codes.Code, public string, cause error, extra ...any) error {
-		args := slices.Concat(attrs, extra, []any{slog.String("code", code.String()), slog.Any("error", cause)})
+	refuse := func(reason string, code codes.Code, public string, cause error, extra ...any) error {
+		s.metrics.CertRefused(reason)
+		args := slices.Concat(attrs, extra, []any{slog.String("reason", reason), slog.String("code", code.String()), slog.Any("error", cause)})
 		s.log.WarnContext(ctx, "certificate request refused", args...)
 		return status.Error(code, public)
 	}
@@ -90,20 +114,20 @@ func (s *Server) CreateCertificate(ctx context.Context, req *pb.IstioCertificate
 	caller, err := s.auth.Authenticate(ctx, cred)
 	if err != nil {
 		// Authenticator errors are written to be shown to the caller.
-		return nil, refuse(codes.Unauthenticated, "authentication failed: "+err.Error(), err)
+		return nil, refuse(metrics.RefusedAuthentication, codes.Unauthenticated, "authentication failed: "+err.Error(), err)
 	}
 	attrs = append(attrs, slog.String("identity", caller.Identity.String()), slog.String("auth", caller.Method))
 
 	if imp := req.GetMetadata().GetFields()[impersonatedIdentityKey].GetStringValue(); imp != "" && imp != caller.Identity.String() {
-		return nil, refuse(codes.PermissionDenied,
+		return nil, refuse(metrics.RefusedIdentity, codes.PermissionDenied,
 			fmt.Sprintf("%s may not request a certificate for %q: meshguard issues only the caller's own identity", caller.Identity, imp),
 			errors.New("impersonation requested"), slog.String("impersonated", imp))
 	}
 	if req.GetCsr() == "" {
-		return nil, refuse(codes.InvalidArgument, "csr is empty: send a PEM CERTIFICATE REQUEST", errors.New("empty CSR"))
+		return nil, refuse(metrics.RefusedCSRInvalid, codes.InvalidArgument, "csr is empty: send a PEM CERTIFICATE REQUEST", errors.New("empty CSR"))
 	}
 	if req.GetValidityDuration() < 0 {
-		return nil, refuse(codes.InvalidArgument, fmt.Sprintf("validity_duration %d is negative: send seconds, or 0 for the default", req.GetValidityDuration()), errors.New("negative TTL"))
+		return nil, refuse(metrics.RefusedTTL, codes.InvalidArgument, fmt.Sprintf("validity_duration %d is negative: send seconds, or 0 for the default", req.GetValidityDuration()), errors.New("negative TTL"))
 	}
 	ttl := ttlFromSeconds(req.GetValidityDuration())
 
@@ -111,14 +135,14 @@ func (s *Server) CreateCertificate(ctx context.Context, req *pb.IstioCertificate
 	switch {
 	case err == nil:
 	case errors.Is(err, ca.ErrBadRequest):
-		return nil, refuse(codes.InvalidArgument, err.Error(), err)
+		return nil, refuse(metrics.RefusedCSRInvalid, codes.InvalidArgument, err.Error(), err)
 	case errors.Is(err, ca.ErrNotPermitted):
-		return nil, refuse(codes.PermissionDenied, err.Error(), err)
+		return nil, refuse(metrics.RefusedIdentity, codes.PermissionDenied, err.Error(), err)
 	case ctx.Err() != nil:
-		return nil, refuse(status.FromContextError(ctx.Err()).Code(), "request cancelled", err)
+		return nil, refuse(reasonCancelled, status.FromContextError(ctx.Err()).Code(), "request cancelled", err)
 	default:
 		// The cause may name files or keys: log it, tell the caller only where to look.
-		return nil, refuse(codes.Internal, "certificate signing failed on the control plane; see its log", err)
+		return nil, refuse(metrics.RefusedSigning, codes.Internal, "certificate signing failed on the control plane; see its log", err)
 	}
 	leaf := chain[0]
 	resp := &pb.IstioCertificateResponse{CertChain: make([]string, 0, len(chain)+1)}
@@ -128,6 +152,7 @@ func (s *Server) CreateCertificate(ctx context.Context, req *pb.IstioCertificate
 	// The last entry is the whole trust bundle: Istio's agent takes it as its roots, so a
 	// second root during rotation reaches every workload.
 	resp.CertChain = append(resp.CertChain, string(pki.EncodeCertsPEM(s.ca.TrustBundle()...)))
+	s.metrics.CertIssued()
 	s.log.InfoContext(ctx, "certificate issued", append(attrs,
 		slog.String("serial", leaf.SerialNumber.Text(16)),
 		slog.Time("not_after", leaf.NotAfter),

@@ -52,7 +52,12 @@ func (bearerIsIdentity) Authenticate(_ context.Context, c authn.Credentials) (au
 
 func serve(t *testing.T, c caservice.CertificateAuthority) pb.IstioCertificateServiceClient {
 	t.Helper()
-	s, err := caservice.New(caservice.Config{CA: c, Authenticator: bearerIsIdentity{}, Logger: slog.New(slog.DiscardHandler)})
+	return serveWith(t, caservice.Config{CA: c, Authenticator: bearerIsIdentity{}, Logger: slog.New(slog.DiscardHandler)})
+}
+
+func serveWith(t *testing.T, cfg caservice.Config) pb.IstioCertificateServiceClient {
+	t.Helper()
+	s, err := caservice.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 func TestControlplaneCommand(t *testing.T) {
 	t.Run("bad cacerts refused", func(t *testing.T) {
 		var stdout, stderr bytes.Buffer
-		code := Run(context.Background(), []string{"controlplane", "--data-dir", t.TempDir(), "--cacerts", t.TempDir(), "--listen", "127.0.0.1:0"}, &stdout, &stderr)
+		code := Run(context.Background(), []string{"controlplane", "--data-dir", t.TempDir(), "--cacerts", t.TempDir(), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, &stdout, &stderr)
 		if code != 1 || !strings.Contains(stderr.String(), "refusing to start with --cacerts") || !strings.Contains(stderr.String(), "ca-cert.pem is missing") {
 			t.Fatalf("exit %d, stderr %q; want 1 and a refusal naming the missing file", code, stderr.String())
 		}
@@ -25,7 +25,7 @@ func TestControlplaneCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		var stdout, stderr bytes.Buffer
-		code := Run(context.Background(), []string{"controlplane", "--data-dir", t.TempDir(), "--config-dir", cfg, "--listen", "127.0.0.1:0"}, &stdout, &stderr)
+		code := Run(context.Background(), []string{"controlplane", "--data-dir", t.TempDir(), "--config-dir", cfg, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, &stdout, &stderr)
 		if code != 1 || !strings.Contains(stderr.String(), "bad.yaml:0: AuthorizationPolicy default/bad: spec.rules[0].from") {
 			t.Fatalf("exit %d, stderr %q; want 1 and the validation problem naming file, object and field", code, stderr.String())
 		}
@@ -43,7 +43,7 @@ func TestControlplaneCommand(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		done := make(chan int, 1)
 		go func() {
-			done <- Run(ctx, []string{"controlplane", "--data-dir", dir, "--listen", "127.0.0.1:0", "--trust-domain", "example.org", "--workload-cert-ttl", "1h", "--max-workload-cert-ttl", "2h"}, &stdout, &stderr)
+			done <- Run(ctx, []string{"controlplane", "--data-dir", dir, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--trust-domain", "example.org", "--workload-cert-ttl", "1h", "--max-workload-cert-ttl", "2h"}, &stdout, &stderr)
 		}()
 		deadline := time.Now().Add(10 * time.Second)
 		for {

@@ -22,7 +22,9 @@ import (
 	"github.com/meshguard/meshguard/internal/authn/peercert"
 	"github.com/meshguard/meshguard/internal/ca"
 	"github.com/meshguard/meshguard/internal/caservice"
+	"github.com/meshguard/meshguard/internal/certreport"
 	"github.com/meshguard/meshguard/internal/identity"
+	"github.com/meshguard/meshguard/internal/metrics"
 	"github.com/meshguard/meshguard/internal/pki"
 )
 
@@ -73,8 +75,19 @@ type Config struct {
 	Authenticators []authn.Authenticator
 	// Register adds more services (xDS, admin) to the gRPC server before it serves.
 	Register []func(*grpc.Server)
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Push, when set, is the config push served beside the control plane (Serve runs
+	// both): its connected sidecars join the certificate inventory and its store's
+	// refusals the config-error metric.
+	Push *Push
+	// Operators may list the mesh's certificates (`ctl certs`); DefaultOperator when empty.
+	Operators []identity.Identity
+	// Metrics, when set, counts issued and refused certificates and exposes the CA's
+	// certificate expiry (metrics.go).
+	Metrics *metrics.ControlPlane
+	// Admin is the /metrics and /healthz/ready endpoint (admin.go); zero: none.
+	Admin  AdminConfig
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // ControlPlane is a configured, not yet running control plane.
@@ -86,6 +99,12 @@ type ControlPlane struct {
 	tls       *tls.Config
 	serving   atomic.Pointer[tls.Certificate]
 	log       *slog.Logger
+
+	signer     ca.Signer
+	inventory  *certreport.Server
+	adminLis   net.Listener
+	started    atomic.Bool // the gRPC server is serving
+	configErrs configErrors
 }
 
 // New validates cfg and prepares everything Run needs: the data directory, the CA (the
@@ -115,6 +134,9 @@ func New(cfg Config) (*ControlPlane, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if len(cfg.Operators) == 0 {
+		cfg.Operators = []identity.Identity{DefaultOperator(cfg.TrustDomain)}
+	}
 	cp := &ControlPlane{cfg: cfg, log: cfg.Logger}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("controlplane: data directory: %w", err)
@@ -132,7 +154,7 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	chain := authn.Chain{peercert.New(cfg.TrustDomain, cfg.Now), tokens}
 	chain = append(chain, cfg.Authenticators...)
-	cp.service, err = caservice.New(caservice.Config{CA: cp.authority, Authenticator: chain, Logger: cfg.Logger})
+	cp.service, err = caservice.New(caservice.Config{CA: cp.authority, Authenticator: chain, Metrics: cp.caMetrics(), Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
@@ -147,6 +169,17 @@ func New(cfg Config) (*ControlPlane, error) {
 	if err := cp.renewServing(); err != nil {
 		cp.listener.Close()
 		return nil, err
+	}
+	cp.inventory, err = certreport.NewServer(certreport.ServerConfig{
+		Source: certreport.SourceFunc(cp.Certificates), Authenticator: peercert.New(cfg.TrustDomain, cfg.Now),
+		Operators: cfg.Operators, Logger: cfg.Logger,
+	})
+	if err == nil {
+		err = cp.listenAdmin()
+	}
+	if err != nil {
+		cp.listener.Close()
+		return nil, fmt.Errorf("controlplane: %w", err)
 	}
 	pool := x509.NewCertPool()
 	for _, r := range cp.authority.TrustBundle() {
@@ -202,7 +235,7 @@ func (cp *ControlPlane) loadCA() error {
 	if err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
-	cp.authority = a
+	cp.authority, cp.signer = a, signer
 	if err := pki.WriteFileAtomic(cp.RootCertPath(), pki.EncodeCertsPEM(a.TrustBundle()...), 0o644); err != nil {
 		return fmt.Errorf("controlplane: publish trust bundle: %w", err)
 	}
@@ -240,6 +273,7 @@ func (cp *ControlPlane) renewServing() error {
 		c.Certificate = append(c.Certificate, x.Raw)
 	}
 	cp.serving.Store(c)
+	cp.recordCerts()
 	return nil
 }
 
@@ -258,6 +292,7 @@ func (cp *ControlPlane) TrustBundle() []*x509.Certificate { return cp.authority.
 func (cp *ControlPlane) Run(ctx context.Context) error {
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(cp.tls)))
 	cp.service.Register(gs)
+	cp.inventory.Register(gs)
 	for _, r := range cp.cfg.Register {
 		r(gs)
 	}
@@ -265,12 +300,16 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
+		cp.started.Store(true)
 		if err := gs.Serve(cp.listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("controlplane: serve: %w", err)
 		}
 		return nil
 	})
 	g.Go(func() error { return cp.rotateServing(ctx) })
+	g.Go(func() error { return cp.runAdmin(ctx) })
+	g.Go(func() error { return cp.pollConfigErrors(ctx) })
+	g.Go(func() error { return cp.watchCAExpiry(ctx) })
 	g.Go(func() error {
 		<-ctx.Done()
 		done := make(chan struct{})

@@ -16,6 +16,7 @@ import (
 	"github.com/meshguard/meshguard/internal/authn/bootstrap"
 	"github.com/meshguard/meshguard/internal/controlplane"
 	"github.com/meshguard/meshguard/internal/identity"
+	"github.com/meshguard/meshguard/internal/metrics"
 )
 
 // ControlPlane is a real control plane running in-process on 127.0.0.1:0.
@@ -40,7 +41,12 @@ type ControlPlaneOptions struct {
 	WorkloadCertTTL    time.Duration
 	MaxWorkloadCertTTL time.Duration
 	Register           []func(*grpc.Server)
-	Logger             *slog.Logger // default: discard
+	// Push, Metrics and Admin are passed to controlplane.Config; with Push the config
+	// push runs beside the control plane (register it with Register too).
+	Push    *controlplane.Push
+	Metrics *metrics.ControlPlane
+	Admin   controlplane.AdminConfig
+	Logger  *slog.Logger // default: discard
 }
 
 // StartControlPlane starts the control plane and stops it when the test ends.
@@ -61,6 +67,9 @@ func StartControlPlane(tb testing.TB, o ControlPlaneOptions) *ControlPlane {
 		WorkloadCertTTL:    o.WorkloadCertTTL,
 		MaxWorkloadCertTTL: o.MaxWorkloadCertTTL,
 		Register:           o.Register,
+		Push:               o.Push,
+		Metrics:            o.Metrics,
+		Admin:              o.Admin,
 		Logger:             o.Logger,
 	})
 	if err != nil {
@@ -69,7 +78,7 @@ func StartControlPlane(tb testing.TB, o ControlPlaneOptions) *ControlPlane {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- cp.Run(ctx) }()
+	go func() { done <- controlplane.Serve(ctx, cp, o.Push) }()
 	stop := sync.OnceValue(func() error {
 		cancel()
 		select {
