@@ -265,6 +265,45 @@ func paths(vs []string, field string) (fieldMatcher, error) {
 	return m, nil
 }
 
+// requestPrincipals compiles "<iss>/<sub>" values as Istio does: split at the last "/"
+// and matched against the token's iss and sub claims separately, so that a wildcard
+// applies to one of them only ("https://issuer.example/*" is that exact issuer with any
+// subject). A value without "/" is a prefix of the issuer ("iss*"), a suffix of the
+// subject ("*sub"), or an exact issuer.
+func requestPrincipals(vs []string, _ string) (fieldMatcher, error) {
+	m := fieldMatcher{attr: attrRequestPrincipal}
+	present := strMatch{kind: strPresence}
+	for _, v := range vs {
+		iss, sub, found := v, "", false
+		if i := strings.LastIndexByte(v, '/'); i >= 0 {
+			iss, sub, found = v[:i], v[i+1:], true
+		}
+		var rp principalMatch
+		switch {
+		case v == "*":
+			rp = principalMatch{present, present}
+		case strings.HasPrefix(v, "*") && found:
+			rp = principalMatch{strMatch{kind: strSuffix, s: iss[1:]}, strMatch{kind: strExact, s: sub}}
+			if iss == "*" {
+				rp.iss = present
+			}
+		case strings.HasPrefix(v, "*"):
+			rp = principalMatch{present, strMatch{kind: strSuffix, s: v[1:]}}
+		case strings.HasSuffix(v, "*") && found:
+			rp = principalMatch{strMatch{kind: strExact, s: iss}, strMatch{kind: strPrefix, s: strings.TrimSuffix(sub, "*")}}
+			if sub == "*" {
+				rp.sub = present
+			}
+		case strings.HasSuffix(v, "*"):
+			rp = principalMatch{strMatch{kind: strPrefix, s: v[:len(v)-1]}, present}
+		default:
+			rp = principalMatch{strMatch{kind: strExact, s: iss}, strMatch{kind: strExact, s: sub}}
+		}
+		m.principals = append(m.principals, rp)
+	}
+	return m, nil
+}
+
 func serviceAccounts(policyNS string) pairFn {
 	return func(vs []string, field string) (fieldMatcher, error) {
 		m := fieldMatcher{attr: attrServiceAccount}
@@ -290,7 +329,7 @@ func compileSource(s *security.Source, policyNS, path string) ([]fieldMatcher, e
 		name     string
 	}{
 		{strs(attrPrincipal), s.GetPrincipals(), s.GetNotPrincipals(), "principals"},
-		{strs(attrRequestPrincipal), s.GetRequestPrincipals(), s.GetNotRequestPrincipals(), "requestPrincipals"},
+		{requestPrincipals, s.GetRequestPrincipals(), s.GetNotRequestPrincipals(), "requestPrincipals"},
 		{strs(attrNamespace), s.GetNamespaces(), s.GetNotNamespaces(), "namespaces"},
 		{serviceAccounts(policyNS), s.GetServiceAccounts(), s.GetNotServiceAccounts(), "serviceAccounts"},
 		{cidrs(attrSourceIP), s.GetIpBlocks(), s.GetNotIpBlocks(), "ipBlocks"},
@@ -348,7 +387,7 @@ func compileCondition(c *security.Condition, path string) ([]fieldMatcher, error
 	case key == "connection.sni":
 		fn = strs(attrSNI)
 	case key == "request.auth.principal":
-		fn = strs(attrRequestPrincipal)
+		fn = requestPrincipals
 	case key == "request.auth.audiences":
 		fn = strs(attrAudiences)
 	case key == "request.auth.presenter":

@@ -27,6 +27,11 @@ type check struct {
 
 const sleep = "cluster.local/ns/default/sa/sleep"
 
+// jwtReq is a GET whose request.auth.* come from a token with issuer iss and subject sub.
+func jwtReq(iss, sub string) authz.Request {
+	return authz.Request{Method: "GET", Path: "/", RequestPrincipal: iss + "/" + sub, Claims: map[string]any{"iss": iss, "sub": sub}}
+}
+
 func get(path string) authz.Request {
 	return authz.Request{Method: "GET", Path: path, Host: "httpbin.foo"}
 }
@@ -314,6 +319,36 @@ spec:
 				{"TCP on 7001", authz.Request{TCP: true, DestinationPort: 7001}, want{allow: true}},
 				{"HTTP without the header", authz.Request{Method: "GET", Path: "/admin", DestinationPort: 7000, RequestPrincipal: "a/b"}, want{allow: true}},
 				{"HTTP with everything", authz.Request{Method: "GET", Path: "/admin", DestinationPort: 7000, RequestPrincipal: "a/b", Headers: []authz.Header{{"x-admin", "1"}}}, want{policy: "foo/deny-hdr"}},
+			},
+		},
+		{
+			// Istio splits a requestPrincipals value at its last "/" and matches the
+			// token's iss and sub claims separately: "https://issuer.example/*" needs iss
+			// to be exactly https://issuer.example, not merely to start with it.
+			name: "requestPrincipals match iss and sub separately",
+			policies: `
+kind: AuthorizationPolicy
+metadata: {name: rp, namespace: foo}
+spec:
+  rules:
+  - from: [{source: {requestPrincipals: ["https://issuer.example/*"]}}]
+  - from: [{source: {requestPrincipals: ["*/alice"]}}]
+  - from: [{source: {requestPrincipals: ["*.example/bob"]}}]
+  - from: [{source: {requestPrincipals: ["https://other.example/carol"]}}]
+  - when: [{key: request.auth.principal, values: ["*-admin"]}]
+  - from: [{source: {requestPrincipals: ["https://a.example/b/c"]}}]
+`,
+			checks: []check{
+				{"issuer exact, any subject", jwtReq("https://issuer.example", "zed"), want{allow: true, policy: "foo/rp", rule: 0}},
+				{"longer issuer is another issuer", jwtReq("https://issuer.example/tenant", "zed"), want{}},
+				{"any issuer, subject exact", jwtReq("https://x.test", "alice"), want{allow: true, policy: "foo/rp", rule: 1}},
+				{"subject must be exact after */", jwtReq("https://x.test", "malice"), want{}},
+				{"issuer suffix, subject exact", jwtReq("https://id.example", "bob"), want{allow: true, policy: "foo/rp", rule: 2}},
+				{"exact iss/sub", jwtReq("https://other.example", "carol"), want{allow: true, policy: "foo/rp", rule: 3}},
+				{"value splits at its last slash", jwtReq("https://a.example/b", "c"), want{allow: true, policy: "foo/rp", rule: 5}},
+				{"a subject with a slash does not borrow from the issuer", jwtReq("https://a.example", "b/c"), want{}},
+				{"no slash in the value: subject suffix", jwtReq("https://y.test", "ops-admin"), want{allow: true, policy: "foo/rp", rule: 4}},
+				{"no token", authz.Request{Method: "GET", Path: "/"}, want{}},
 			},
 		},
 		{

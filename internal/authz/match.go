@@ -154,20 +154,24 @@ const (
 // fieldMatcher matches one field (or one condition) against the request: true when any
 // value matches, inverted for the not* form.
 type fieldMatcher struct {
-	attr  attr
-	not   bool
-	strs  []strMatch
-	cidrs []netip.Prefix
-	ports []uint32
-	paths []pathMatch
-	sas   []saMatch
-	name  string // header name for attrHeader
+	attr       attr
+	not        bool
+	strs       []strMatch
+	cidrs      []netip.Prefix
+	ports      []uint32
+	paths      []pathMatch
+	sas        []saMatch
+	principals []principalMatch
+	name       string // header name for attrHeader
 	// wide is set for the matchers of DENY, AUDIT and CUSTOM policies: see match.
 	wide  bool
 	claim []string // claim path for attrClaim
 }
 
 type saMatch struct{ ns, sa string }
+
+// principalMatch is one requestPrincipals value: its issuer and subject parts.
+type principalMatch struct{ iss, sub strMatch }
 
 func (f *fieldMatcher) httpOnly() bool { return f.attr >= attrRequestPrincipal }
 
@@ -222,7 +226,15 @@ func (f *fieldMatcher) matchAny(ec *evalCtx) bool {
 	case attrSNI:
 		return f.anyStr(ec.r.SNI)
 	case attrRequestPrincipal:
-		return f.anyStr(ec.r.RequestPrincipal)
+		if !ec.authenticated {
+			return false
+		}
+		for _, m := range f.principals {
+			if m.iss.match(ec.iss) && m.sub.match(ec.sub) {
+				return true
+			}
+		}
+		return false
 	case attrPresenter:
 		return f.anyStr(ec.r.Presenter)
 	case attrMethod:
@@ -365,10 +377,14 @@ type evalCtx struct {
 	namespace   string
 	sa          string
 	remoteIP    netip.Addr
-	host        string
-	hostNoPort  string
-	path        string // normalized, no query
-	tcp         bool
+	// iss and sub are the token's, for requestPrincipals; authenticated is false
+	// without a request principal.
+	iss, sub      string
+	authenticated bool
+	host          string
+	hostNoPort    string
+	path          string // normalized, no query
+	tcp           bool
 }
 
 func (ec *evalCtx) init(r *Request, path string) {
@@ -379,6 +395,10 @@ func (ec *evalCtx) init(r *Request, path string) {
 	if ec.namespace == "" {
 		ec.namespace = r.SourceNamespace
 	}
+	if r.RequestPrincipal != "" {
+		ec.authenticated = true
+		ec.iss, ec.sub = splitRequestPrincipal(r)
+	}
 	ec.remoteIP = r.RemoteIP
 	if !ec.remoteIP.IsValid() {
 		ec.remoteIP = r.SourceIP
@@ -386,6 +406,23 @@ func (ec *evalCtx) init(r *Request, path string) {
 	ec.host = r.Host
 	ec.hostNoPort = stripPort(r.Host)
 	ec.path = path
+}
+
+// splitRequestPrincipal returns the token's issuer and subject: its iss and sub claims
+// when the claims carry them and agree with RequestPrincipal, else RequestPrincipal split
+// at its last "/" (subjects rarely hold a "/", issuer URLs often do).
+func splitRequestPrincipal(r *Request) (iss, sub string) {
+	iss, _ = r.Claims["iss"].(string)
+	sub, _ = r.Claims["sub"].(string)
+	if len(iss)+1+len(sub) == len(r.RequestPrincipal) && strings.HasPrefix(r.RequestPrincipal, iss) &&
+		r.RequestPrincipal[len(iss)] == '/' && strings.HasSuffix(r.RequestPrincipal, sub) {
+		return iss, sub
+	}
+	i := strings.LastIndexByte(r.RequestPrincipal, '/')
+	if i < 0 {
+		return r.RequestPrincipal, ""
+	}
+	return r.RequestPrincipal[:i], r.RequestPrincipal[i+1:]
 }
 
 // splitPrincipal splits "td/ns/<ns>/sa/<sa>"; parts that are absent come back empty.

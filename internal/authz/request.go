@@ -36,7 +36,9 @@ type Request struct {
 	// line, to fail closed).
 	Headers []Header
 
-	// request.auth.* from a verified JWT (see internal/authn/jwt).
+	// request.auth.* from a verified JWT (see internal/authn/jwt). requestPrincipals
+	// match the issuer and subject separately, as Istio does: taken from Claims "iss"
+	// and "sub" when present, else from RequestPrincipal split at its last "/".
 	RequestPrincipal string         // "<iss>/<sub>"
 	Audiences        []string       // aud
 	Presenter        string         // azp
