@@ -334,7 +334,7 @@ func (p *policyDoc) checkOrigins() {
 	}
 	p.deny = p.denyRules()
 	if s.Origins[0].JWT != nil && len(s.Origins[0].JWT.TriggerRules) > 0 && !p.failed {
-		p.warnf("spec.origins[0].jwt.triggerRules", "converted to the AuthorizationPolicy's paths and notPaths: a token is required exactly where these rules triggered, but the RequestAuthentication also rejects an invalid token on the paths they excluded, which Istio did not check")
+		p.warnf("spec.origins[0].jwt.triggerRules", "the AuthorizationPolicy's paths and notPaths carry these rules: a token is required exactly where these rules triggered, but the RequestAuthentication also rejects an invalid token on the paths they excluded, which Istio did not check")
 	}
 }
 
