@@ -148,7 +148,7 @@ func compileRule(r *security.Rule, policyNS, path string) (compiledRule, error) 
 		cr.to = append(cr.to, g)
 	}
 	for i, c := range r.GetWhen() {
-		ms, err := compileCondition(c, fmt.Sprintf("%s.when[%d]", path, i))
+		ms, err := compileCondition(c, policyNS, fmt.Sprintf("%s.when[%d]", path, i))
 		if err != nil {
 			return cr, err
 		}
@@ -368,7 +368,7 @@ func compileOperation(o *security.Operation, path string) ([]fieldMatcher, error
 
 // compileCondition maps a `when` key to its attribute. The keys are Istio's
 // (reference: Authorization Policy Conditions).
-func compileCondition(c *security.Condition, path string) ([]fieldMatcher, error) {
+func compileCondition(c *security.Condition, policyNS, path string) ([]fieldMatcher, error) {
 	key := c.GetKey()
 	var fn pairFn
 	switch {
@@ -384,6 +384,8 @@ func compileCondition(c *security.Condition, path string) ([]fieldMatcher, error
 		fn = strs(attrNamespace)
 	case key == "source.principal":
 		fn = strs(attrPrincipal)
+	case key == "source.serviceAccount":
+		fn = serviceAccounts(policyNS)
 	case key == "connection.sni":
 		fn = strs(attrSNI)
 	case key == "request.auth.principal":

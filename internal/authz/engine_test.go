@@ -276,6 +276,7 @@ spec:
   - when: [{key: destination.ip, values: ["10.8.0.1"]}, {key: destination.port, values: ["8443"]}]
   - when: [{key: connection.sni, values: ["*.svc.cluster.local"]}]
   - when: [{key: "request.headers[x-tier]", values: ["*"], notValues: ["free"]}]
+  - when: [{key: source.serviceAccount, values: ["sre/robot", "local-sa"]}]
 `,
 			checks: []check{
 				{"header, name case-insensitive", authz.Request{Method: "GET", Path: "/", Headers: []authz.Header{{"x-env", "prod"}}}, want{allow: true, policy: "foo/when", rule: 0}},
@@ -299,6 +300,9 @@ spec:
 				{"connection.sni", authz.Request{TCP: true, SNI: "reviews.default.svc.cluster.local"}, want{allow: true, policy: "foo/when", rule: 10}},
 				{"values with notValues", authz.Request{Method: "GET", Path: "/", Headers: []authz.Header{{"X-Tier", "gold"}}}, want{allow: true, policy: "foo/when", rule: 11}},
 				{"notValues excludes", authz.Request{Method: "GET", Path: "/", Headers: []authz.Header{{"X-Tier", "free"}}}, want{}},
+				{"source.serviceAccount ns/sa", authz.Request{TCP: true, SourcePrincipal: "spiffe://cluster.local/ns/sre/sa/robot"}, want{allow: true, policy: "foo/when", rule: 12}},
+				{"source.serviceAccount in the policy namespace", authz.Request{TCP: true, SourcePrincipal: "cluster.local/ns/foo/sa/local-sa"}, want{allow: true, policy: "foo/when", rule: 12}},
+				{"source.serviceAccount other namespace", authz.Request{TCP: true, SourcePrincipal: "cluster.local/ns/bar/sa/local-sa"}, want{}},
 				{"header conditions on TCP never allow", authz.Request{TCP: true, Headers: []authz.Header{{"X-Env", "prod"}}}, want{}},
 			},
 		},
