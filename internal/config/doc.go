@@ -21,7 +21,9 @@
 //   - Loading is all or nothing: a Problems error and no Snapshot, or a complete one.
 //   - Where meshguard is stricter than Istio's webhook (a '*' inside a match value,
 //     present-but-empty lists, AUDIT without rules, port 0, a CUSTOM provider missing
-//     from the mesh config) the check fails closed and the message says why.
+//     from the mesh config, experimental.envoy.filters.* condition keys, which read
+//     Envoy metadata meshguard does not have) the check fails closed and the message
+//     says why.
 //
 // This package imports no other meshguard package.
 package config

@@ -17,6 +17,7 @@ import (
 // cannot tell from absent ones.
 func validateObject(r *reporter, o *Object, empty map[string]bool, mesh *meshv1alpha1.MeshConfig) {
 	v := &validator{r: r, empty: empty, mesh: mesh, ns: o.Namespace}
+	v.dryRunAnnotation(o)
 	switch o.Kind {
 	case KindAuthorizationPolicy:
 		v.authorizationPolicy(o.AuthorizationPolicy())

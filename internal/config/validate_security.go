@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
@@ -332,7 +333,32 @@ const (
 	attrRequestHeader = "request.headers"
 	attrRequestClaims = "request.auth.claims"
 	attrExperimental  = "experimental.envoy.filters."
+
+	// dryRunAnnotation marks an AuthorizationPolicy as evaluated but not enforced.
+	dryRunAnnotation = "istio.io/dry-run"
 )
+
+// dryRunAnnotation applies the webhook's rule for istio.io/dry-run: only
+// AuthorizationPolicies with action ALLOW or DENY may carry it, and its value is a
+// boolean. The authorization engine refuses anything else, so it must not validate.
+func (v *validator) dryRunAnnotation(o *Object) {
+	val, ok := o.Annotations[dryRunAnnotation]
+	if !ok {
+		return
+	}
+	field := "metadata.annotations[" + dryRunAnnotation + "]"
+	ap := o.AuthorizationPolicy()
+	switch {
+	case ap == nil:
+		v.errorf(field, "not supported on %s, only on AuthorizationPolicy; remove the annotation", o.Kind)
+	case ap.Action != security.AuthorizationPolicy_ALLOW && ap.Action != security.AuthorizationPolicy_DENY:
+		v.errorf(field, "dry run is only supported for action ALLOW or DENY, found action %s", ap.Action)
+	default:
+		if _, err := strconv.ParseBool(val); err != nil {
+			v.errorf(field, "%q is not a boolean: want \"true\" or \"false\"", val)
+		}
+	}
+}
 
 func (v *validator) condition(path string, c *security.Condition) {
 	key := c.GetKey()
@@ -362,6 +388,11 @@ func (v *validator) condition(path string, c *security.Condition) {
 		case "destination.port":
 			v.checkValues(p, l.vals, false)
 			v.checkPorts(p, l.vals)
+		case "source.serviceAccount":
+			v.checkValues(p, l.vals, false)
+			for i, a := range l.vals {
+				v.serviceAccount(idx(p, i), a)
+			}
 		default:
 			v.checkValues(p, l.vals, true)
 		}
@@ -381,13 +412,18 @@ func checkAttributeKey(key string) string {
 		return fmt.Sprintf("deprecated attribute %s: only supported in v1alpha1", key)
 	}
 	switch {
-	case strings.HasPrefix(key, attrRequestHeader), strings.HasPrefix(key, attrRequestClaims), strings.HasPrefix(key, attrExperimental):
+	case strings.HasPrefix(key, attrExperimental):
+		// Istio's webhook accepts these; they read Envoy filter metadata, which a
+		// meshguard proxy does not produce, so a rule using one could never be enforced
+		// as written. Rejected rather than silently never (or always) matching.
+		return fmt.Sprintf("attribute %s reads Envoy filter metadata, which meshguard does not have; it cannot be enforced", key)
+	case strings.HasPrefix(key, attrRequestHeader), strings.HasPrefix(key, attrRequestClaims):
 		// a[b]: one bracketed, non-empty name; claims may nest as a[b][c].
 		open := strings.Index(key, "[")
 		if !strings.HasSuffix(key, "]") || open <= 0 || open >= len(key)-2 {
 			return fmt.Sprintf("bad key %q: should have the format %s[name]", key, key[:max(open, 0)])
 		}
-		if prefix := key[:open]; prefix != attrRequestHeader && prefix != attrRequestClaims && !strings.HasPrefix(key, attrExperimental) {
+		if prefix := key[:open]; prefix != attrRequestHeader && prefix != attrRequestClaims {
 			return fmt.Sprintf("unknown attribute: %s", key)
 		}
 		return ""
