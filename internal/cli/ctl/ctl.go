@@ -22,6 +22,7 @@ func NewCmd(env *cmdenv.Env) *cobra.Command {
 		newAuthzCmd(env),
 		newPKICmd(env),
 		newTokenCmd(env),
+		newConvertCmd(env),
 	)
 	return c
 }
