@@ -3,6 +3,7 @@ package certreport
 import (
 	"cmp"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -26,7 +27,7 @@ type Cert struct {
 	Name string `json:"name"`
 	// Identity is the SPIFFE ID (the URI SAN) when there is one.
 	Identity  string    `json:"identity,omitempty"`
-	Subject   string    `json:"subject"`
+	Subject   string    `json:"subject,omitempty"`
 	Serial    string    `json:"serial"`
 	NotBefore time.Time `json:"notBefore"`
 	NotAfter  time.Time `json:"notAfter"`
@@ -126,8 +127,9 @@ func (r Report) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprint(tw, "ROLE\tNAME\tIDENTITY / SUBJECT\tSERIAL\tNOT AFTER\tTIME LEFT\tSTATUS\n")
 	for _, e := range r.Certificates {
+		// A CA is known by its subject, a workload by its SPIFFE ID.
 		who := e.Identity
-		if who == "" {
+		if who == "" || e.Role == RoleRoot || e.Role == RoleIntermediate {
 			who = e.Subject
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Role, e.Name, who, e.Serial, e.NotAfter.Format(time.RFC3339), e.TimeLeft, statusText(e.Status))
@@ -137,11 +139,18 @@ func (r Report) WriteText(w io.Writer) error {
 	}
 	var err error
 	if r.Expiring == 0 {
-		_, err = fmt.Fprintf(w, "\nno certificate of %d expires within %s\n", len(r.Certificates), r.Window)
+		_, err = fmt.Fprintf(w, "\nnone of %d certificates expires within %s\n", len(r.Certificates), r.Window)
 	} else {
 		_, err = fmt.Fprintf(w, "\n%d of %d certificates expire within %s\n", r.Expiring, len(r.Certificates), r.Window)
 	}
 	return err
+}
+
+// WriteJSON prints the report as indented JSON, for scripts.
+func (r Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
 }
 
 func statusText(s string) string {

@@ -18,6 +18,7 @@ func NewCmd(env *cmdenv.Env) *cobra.Command {
 	c.AddCommand(
 		newValidateCmd(env),
 		newProxyStatusCmd(env),
+		newCertsCmd(env),
 		newConfigDumpCmd(env),
 		newAuthzCmd(env),
 		newPKICmd(env),
