@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
@@ -46,7 +47,23 @@ type Meta struct {
 	Annotations map[string]string
 	// ResourceVersion changes whenever the object's content changes; stores set it.
 	ResourceVersion string
-	Source          Source
+	// CreationTime is metadata.creationTimestamp; zero when the source does not give
+	// one. Istio settles competing objects (two namespace-wide PeerAuthentications, two
+	// DestinationRules for one host) by age, oldest first, then by name and namespace.
+	CreationTime time.Time
+	Source       Source
+}
+
+// Older reports whether m sorts before o in Istio's order for competing objects:
+// creation time, then name, then namespace.
+func (m *Meta) Older(o *Meta) bool {
+	if c := m.CreationTime.Compare(o.CreationTime); c != 0 {
+		return c < 0
+	}
+	if m.Name != o.Name {
+		return m.Name < o.Name
+	}
+	return m.Namespace < o.Namespace
 }
 
 // Key is the object's identity within its kind: "namespace/name".

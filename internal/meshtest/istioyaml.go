@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -22,7 +23,9 @@ type IstioObject struct {
 	Name        string
 	Labels      map[string]string
 	Annotations map[string]string
-	Spec        proto.Message
+	// CreationTime is metadata.creationTimestamp (RFC 3339), zero when absent.
+	CreationTime time.Time
+	Spec         proto.Message
 }
 
 // IstioObjects decodes multi-document YAML of security and networking kinds into
@@ -43,6 +46,7 @@ func IstioObjects(tb testing.TB, src string) []IstioObject {
 				Namespace   string            `json:"namespace"`
 				Labels      map[string]string `json:"labels"`
 				Annotations map[string]string `json:"annotations"`
+				Created     time.Time         `json:"creationTimestamp"`
 			} `json:"metadata"`
 			Spec json.RawMessage `json:"spec"`
 		}
@@ -72,7 +76,7 @@ func IstioObjects(tb testing.TB, src string) []IstioObject {
 			ns = "default"
 		}
 		out = append(out, IstioObject{Kind: d.Kind, Namespace: ns, Name: d.Metadata.Name,
-			Labels: d.Metadata.Labels, Annotations: d.Metadata.Annotations, Spec: m})
+			Labels: d.Metadata.Labels, Annotations: d.Metadata.Annotations, CreationTime: d.Metadata.Created, Spec: m})
 	}
 	return out
 }

@@ -59,16 +59,23 @@ func (di *drIndex) finish() {
 }
 
 // DestinationRule returns the DestinationRule that applies when client calls host (a
-// FQDN such as reviews.default.svc.cluster.local), or nil. Istio's rules, simplified:
+// FQDN such as reviews.default.svc.cluster.local), or nil. Istio's lookup:
 //
 //   - namespaces are tried in order: the client's, the host's own (from
-//     <svc>.<ns>.svc.<suffix>), then the root namespace; the first with a match wins;
-//   - a rule is visible to the client when its exportTo is empty or holds "*" or the
-//     client's namespace, or holds "." and it lives in the client's namespace;
-//   - a rule with a workloadSelector applies only to matching clients in its namespace;
-//   - within a namespace an exact host beats wildcards, and the longest wildcard suffix
-//     wins ("*.default.svc.cluster.local" before "*.cluster.local" before "*");
-//   - DestinationRules for one host are not merged: the first by name wins.
+//     <svc>.<ns>.svc.<suffix>), then the root namespace;
+//   - in the client's namespace every rule is visible; in the others a rule is visible
+//     when its exportTo (or, without one, meshConfig.defaultDestinationRuleExportTo;
+//     "*" when both are empty) holds "*" or the client's namespace;
+//   - in the first namespace with a visible rule for host, the most specific host wins:
+//     exact, then the longest wildcard suffix ("*.default.svc.cluster.local" before
+//     "*.cluster.local" before "*"). Istio stops there: if none of that host's rules
+//     applies to the client, there is no DestinationRule (no fall back to a less
+//     specific host or to another namespace);
+//   - among that host's rules, one whose workloadSelector matches the client (only in
+//     the client's namespace) beats the rules without a selector; between competing
+//     rules the oldest wins (config.Meta.Older). Istio merges same-host rules (subsets,
+//     and a traffic policy from a later rule when the oldest has none); meshguard returns
+//     the oldest rule unmerged.
 func (ix *Index) DestinationRule(client Workload, host string) *config.Object {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	nss := []string{client.Namespace}
@@ -83,51 +90,74 @@ func (ix *Index) DestinationRule(client Workload, host string) *config.Object {
 		if b == nil {
 			continue
 		}
-		if o := pickDR(b.exact[host], client); o != nil {
-			return o
-		}
-		for _, e := range b.wildcard {
-			if (e.host == "*" || strings.HasSuffix(host, e.host[1:])) && applies(e, client) {
-				return e.o
-			}
+		local := ns == client.Namespace
+		visible := func(e drEntry) bool { return local || ix.exported(e, client.Namespace) }
+		if es := b.mostSpecific(host, visible); len(es) > 0 {
+			return pickDR(es, client, local)
 		}
 	}
 	return nil
 }
 
-func pickDR(es []drEntry, client Workload) *config.Object {
-	var best *drEntry
-	for i := range es {
-		if applies(es[i], client) && (best == nil || es[i].o.Name < best.o.Name) {
-			best = &es[i]
+// mostSpecific returns the visible rules of the most specific host that matches host.
+func (b *drBucket) mostSpecific(host string, visible func(drEntry) bool) []drEntry {
+	var out []drEntry
+	for _, e := range b.exact[host] {
+		if visible(e) {
+			out = append(out, e)
 		}
 	}
-	if best == nil {
-		return nil
+	if len(out) > 0 {
+		return out
 	}
-	return best.o
+	best := ""
+	for _, e := range b.wildcard { // longest suffix first
+		if best != "" && e.host != best {
+			if len(e.host) < len(best) {
+				break
+			}
+			continue
+		}
+		if (e.host == "*" || strings.HasSuffix(host, e.host[1:])) && visible(e) {
+			best = e.host
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
-func applies(e drEntry, client Workload) bool {
-	dr := e.o.DestinationRule()
-	if sel := dr.GetWorkloadSelector().GetMatchLabels(); len(sel) > 0 {
-		if e.o.Namespace != client.Namespace || !selects(sel, client.Labels) {
-			return false
-		}
-	}
-	exp := dr.GetExportTo()
-	if len(exp) == 0 {
-		return true
-	}
-	for _, x := range exp {
-		switch x {
-		case "*", client.Namespace:
-			return true
-		case ".":
-			if e.o.Namespace == client.Namespace {
-				return true
+// pickDR chooses among one host's rules: the oldest whose workloadSelector matches the
+// client (selectors count only in the client's own namespace), else the oldest without
+// a selector, else nil.
+func pickDR(es []drEntry, client Workload, local bool) *config.Object {
+	var sel, all *config.Object
+	for _, e := range es {
+		ml := e.o.DestinationRule().GetWorkloadSelector().GetMatchLabels()
+		switch {
+		case len(ml) == 0:
+			if all == nil || e.o.Older(&all.Meta) {
+				all = e.o
+			}
+		case local && selects(ml, client.Labels):
+			if sel == nil || e.o.Older(&sel.Meta) {
+				sel = e.o
 			}
 		}
 	}
-	return false
+	if sel != nil {
+		return sel
+	}
+	return all
+}
+
+// exported reports whether a rule outside the client's namespace is visible to it.
+func (ix *Index) exported(e drEntry, clientNS string) bool {
+	exp := e.o.DestinationRule().GetExportTo()
+	if len(exp) == 0 {
+		exp = ix.mesh.GetDefaultDestinationRuleExportTo()
+	}
+	if len(exp) == 0 {
+		return true
+	}
+	return slices.Contains(exp, "*") || slices.Contains(exp, clientNS)
 }

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"cmp"
 	"fmt"
 
 	security "istio.io/api/security/v1beta1"
@@ -56,11 +55,11 @@ func (m MTLS) ForPort(port uint32) MTLSMode {
 // workload policy (selector matching w, not in the root namespace), each overriding the
 // previous unless its mode is UNSET; portLevelMtls comes from the workload policy only.
 // With nothing set the mode is PERMISSIVE. Selector policies in the root namespace are
-// ignored, as in Istio. When two policies compete at one level, Istio keeps the oldest;
-// a snapshot has no creation times, so the first by name wins.
+// ignored, as in Istio. When two policies compete at one level, Istio keeps the oldest
+// (creation time, then name, then namespace: config.Meta.Older).
 func (ix *Index) PeerAuthentication(w Workload) MTLS {
 	var meshO, nsO, wlO *config.Object
-	older := func(cur, o *config.Object) bool { return cur == nil || cmp.Compare(o.Name, cur.Name) < 0 }
+	older := func(cur, o *config.Object) bool { return cur == nil || o.Older(&cur.Meta) }
 	for _, o := range ix.peer.forWorkload(ix.rootNS, w) {
 		sp := o.PeerAuthentication()
 		switch {

@@ -19,11 +19,18 @@ func snapshot(tb testing.TB, mesh, src string) *config.Snapshot {
 	for _, o := range meshtest.IstioObjects(tb, src) {
 		s.Objects = append(s.Objects, &config.Object{
 			Kind: config.Kind(o.Kind),
-			Meta: config.Meta{Namespace: o.Namespace, Name: o.Name, Labels: o.Labels, Annotations: o.Annotations},
+			Meta: config.Meta{Namespace: o.Namespace, Name: o.Name, Labels: o.Labels, Annotations: o.Annotations, CreationTime: o.CreationTime},
 			Spec: o.Spec,
 		})
 	}
 	return s
+}
+
+func keyOf(o *config.Object) string {
+	if o == nil {
+		return ""
+	}
+	return o.Key()
 }
 
 func keys(os []*config.Object) []string {
@@ -189,6 +196,32 @@ spec: {}`, other, policy.MTLSStrict, policy.MTLSStrict, "", "foo/default"},
 kind: PeerAuthentication
 metadata: {name: finance, namespace: istio-system}
 spec: {selector: {matchLabels: {app: finance}}, mtls: {mode: DISABLE}}`, finance, policy.MTLSPermissive, policy.MTLSPermissive, "", ""},
+		// Istio keeps the oldest policy when two compete at one level; names only
+		// break ties between equal creation times.
+		{"two namespace policies: the oldest wins, not the first by name", `
+kind: PeerAuthentication
+metadata: {name: a-new, namespace: foo, creationTimestamp: "2024-05-01T00:00:00Z"}
+spec: {mtls: {mode: DISABLE}}
+---
+kind: PeerAuthentication
+metadata: {name: z-old, namespace: foo, creationTimestamp: "2020-01-01T00:00:00Z"}
+spec: {mtls: {mode: STRICT}}`, other, policy.MTLSStrict, policy.MTLSStrict, "", "foo/z-old"},
+		{"two workload policies: the oldest wins", `
+kind: PeerAuthentication
+metadata: {name: a-new, namespace: foo, creationTimestamp: "2024-05-01T00:00:00Z"}
+spec: {selector: {matchLabels: {app: finance}}, mtls: {mode: PERMISSIVE}}
+---
+kind: PeerAuthentication
+metadata: {name: z-old, namespace: foo, creationTimestamp: "2020-01-01T00:00:00Z"}
+spec: {selector: {matchLabels: {app: finance}}, mtls: {mode: STRICT}}`, finance, policy.MTLSStrict, policy.MTLSStrict, "foo/z-old", ""},
+		{"equal ages: the first by name", `
+kind: PeerAuthentication
+metadata: {name: b, namespace: foo}
+spec: {mtls: {mode: DISABLE}}
+---
+kind: PeerAuthentication
+metadata: {name: a, namespace: foo}
+spec: {mtls: {mode: STRICT}}`, other, policy.MTLSStrict, policy.MTLSStrict, "", "foo/a"},
 		{"namespace DISABLE", `
 kind: PeerAuthentication
 metadata: {name: default, namespace: foo}
@@ -237,6 +270,26 @@ spec: {host: "pay.default.svc.cluster.local", workloadSelector: {matchLabels: {a
 kind: DestinationRule
 metadata: {name: mesh-default, namespace: istio-system}
 spec: {host: "*"}
+---
+kind: DestinationRule
+metadata: {name: a-catch-all, namespace: default}
+spec: {host: "cart.default.svc.cluster.local"}
+---
+kind: DestinationRule
+metadata: {name: b-web, namespace: default}
+spec: {host: "cart.default.svc.cluster.local", workloadSelector: {matchLabels: {app: web}}}
+---
+kind: DestinationRule
+metadata: {name: a-young, namespace: default, creationTimestamp: "2024-05-01T00:00:00Z"}
+spec: {host: "shop.default.svc.cluster.local"}
+---
+kind: DestinationRule
+metadata: {name: z-old, namespace: default, creationTimestamp: "2020-01-01T00:00:00Z"}
+spec: {host: "shop.default.svc.cluster.local"}
+---
+kind: DestinationRule
+metadata: {name: exported-away, namespace: bar}
+spec: {host: "queue.bar.svc.cluster.local", exportTo: ["other"]}
 `))
 	def := policy.Workload{Namespace: "default", Labels: map[string]string{"app": "cli"}}
 	web := policy.Workload{Namespace: "default", Labels: map[string]string{"app": "web"}}
@@ -255,16 +308,43 @@ spec: {host: "*"}
 		{other, "db.bar.svc.cluster.local", "istio-system/mesh-default"},
 		{other, "api.bar.svc.cluster.local", "bar/shared"},
 		{web, "pay.default.svc.cluster.local", "default/only-web"},
-		{def, "pay.default.svc.cluster.local", "default/all-default"},
+		// The most specific host decides: its rules are for web only, so another
+		// client gets none, as in Istio (no fall back to the wildcard rule).
+		{def, "pay.default.svc.cluster.local", ""},
 		{other, "example.com", "istio-system/mesh-default"},
+		// A rule whose workloadSelector matches the client beats the catch-all rule.
+		{web, "cart.default.svc.cluster.local", "default/b-web"},
+		{def, "cart.default.svc.cluster.local", "default/a-catch-all"},
+		// Competing rules for one host: the oldest, not the first by name.
+		{def, "shop.default.svc.cluster.local", "default/z-old"},
+		// Rules in the client's own namespace apply whatever their exportTo.
+		{barClient, "queue.bar.svc.cluster.local", "bar/exported-away"},
+		{other, "queue.bar.svc.cluster.local", "bar/exported-away"},
+		{def, "queue.bar.svc.cluster.local", "default/all-cluster"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.client.Namespace+"→"+tc.host, func(t *testing.T) {
 			got := ix.DestinationRule(tc.client, tc.host)
-			if got == nil || got.Key() != tc.want {
-				t.Errorf("DestinationRule(%v, %q) = %v, want %s", tc.client.Labels, tc.host, got, tc.want)
+			if key := keyOf(got); key != tc.want {
+				t.Errorf("DestinationRule(%v, %q) = %q, want %q", tc.client.Labels, tc.host, key, tc.want)
 			}
 		})
+	}
+	// meshConfig.defaultDestinationRuleExportTo applies to rules without exportTo.
+	priv := policy.NewIndex(snapshot(t, `defaultDestinationRuleExportTo: ["."]`, `
+kind: DestinationRule
+metadata: {name: shared, namespace: bar}
+spec: {host: "api.bar.svc.cluster.local"}
+---
+kind: DestinationRule
+metadata: {name: mesh-default, namespace: istio-system}
+spec: {host: "*", exportTo: ["*"]}
+`))
+	if key := keyOf(priv.DestinationRule(other, "api.bar.svc.cluster.local")); key != "istio-system/mesh-default" {
+		t.Errorf("DestinationRule with defaultDestinationRuleExportTo [.] = %q, want istio-system/mesh-default", key)
+	}
+	if key := keyOf(priv.DestinationRule(barClient, "api.bar.svc.cluster.local")); key != "bar/shared" {
+		t.Errorf("DestinationRule in its own namespace = %q, want bar/shared", key)
 	}
 	if got := policy.NewIndex(snapshot(t, "{}", "")).DestinationRule(def, "x.default.svc.cluster.local"); got != nil {
 		t.Errorf("DestinationRule with no rules = %v, want nil", got.Key())
