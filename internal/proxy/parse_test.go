@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 var headCases = []struct {
@@ -129,6 +131,41 @@ func TestClassify(t *testing.T) {
 		if got := classifyFirst([]byte(tc.in)); got != tc.want {
 			t.Errorf("classifyFirst(%q) = %v, want %v", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestSniffDecidesOnBufferedBytes: a client that sends its whole request in one
+// segment and then waits for the answer must be classified from what arrived, without
+// the sniffer waiting for a byte that never comes (it once did, for the whole
+// detection timeout, on every new connection).
+func TestSniffDecidesOnBufferedBytes(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want protocol
+	}{
+		{"GET /echo?size=1024 HTTP/1.1\r\nHost: a\r\n\r\n", protoHTTP1},
+		{h2Preface + "\x00\x00\x12\x04\x00", protoH2},
+		{"\x16\x03\x01\x02\x00\x01", protoTLS},
+	} {
+		t.Run(tc.in[:4], func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			defer b.Close()
+			go b.Write([]byte(tc.in)) //nolint:errcheck // the pipe is closed by the test
+			br := bufio.NewReaderSize(a, 4096)
+			br.Peek(len(tc.in)) //nolint:errcheck // all of it is buffered before sniffing
+			got := make(chan protocol, 1)
+			// Timeout 0 waits without limit: sniffing must decide on what is buffered.
+			go func() { p, _ := sniff(a, br, 0, classifyFirst); got <- p }()
+			select {
+			case p := <-got:
+				if p != tc.want {
+					t.Errorf("sniff(%q) = %v, want %v", tc.in, p, tc.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("sniff(%q) still waiting for more bytes after 10s", tc.in)
+			}
+		})
 	}
 }
 

@@ -104,6 +104,11 @@ func sniff(c net.Conn, br *bufio.Reader, timeout time.Duration, classify func([]
 		defer c.SetReadDeadline(time.Time{}) //nolint:errcheck // best effort reset
 	}
 	for n := 1; ; n++ {
+		// Classify everything already buffered before waiting for more: a client that
+		// sent its whole request in one segment must not wait for the timeout.
+		if bn := br.Buffered(); bn > n {
+			n = min(bn, br.Size())
+		}
 		b, err := br.Peek(n)
 		if p := classify(b); p != protoUnknown {
 			return p, nil
@@ -121,9 +126,6 @@ func sniff(c net.Conn, br *bufio.Reader, timeout time.Duration, classify func([]
 		}
 		// Undecided on everything buffered: wait for one byte more. classify decides
 		// within len(h2Preface) bytes, so this ends.
-		if bn := br.Buffered(); bn > n {
-			n = bn
-		}
 	}
 }
 
