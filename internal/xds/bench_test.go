@@ -31,14 +31,14 @@ import (
 	"github.com/meshguard/meshguard/internal/xds"
 )
 
-// The push benchmark's fleet: 50 namespaces × 20 apps = 1,000 sidecars, and 100
-// AuthorizationPolicies per namespace (5 per app) = 5,000 policies, plus a mesh-wide
-// PeerAuthentication and AuthorizationPolicy in the root namespace.
 // pushProfile, when set, is a directory where BenchmarkPush1000Sidecars writes CPU
 // profiles of each measured case: cp-<case>.prof (the control plane process) and
 // clients-<case>.prof (this process: the 1,000 clients and the benchmark itself).
 var pushProfile = flag.String("push.profile", "", "write CPU profiles of BenchmarkPush1000Sidecars' measured cases to this directory")
 
+// The push benchmark's fleet: 50 namespaces × 20 apps = 1,000 sidecars, and 100
+// AuthorizationPolicies per namespace (5 per app) = 5,000 policies, plus a mesh-wide
+// PeerAuthentication and AuthorizationPolicy in the root namespace.
 const (
 	benchNamespaces = 50
 	benchApps       = 20

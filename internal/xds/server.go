@@ -54,6 +54,10 @@ type Server struct {
 	once  sync.Once
 	nonce atomic.Uint64
 	seq   atomic.Uint64
+	// stopped ends every stream when Run returns: a stream that outlived Run would hold
+	// up the gRPC server's graceful stop and would never see another push.
+	stopped context.Context
+	stop    context.CancelFunc
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -79,7 +83,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, ready: make(chan struct{}), conns: map[*conn]struct{}{}}, nil
+	stopped, stop := context.WithCancel(context.Background())
+	return &Server{cfg: cfg, log: log, ready: make(chan struct{}), conns: map[*conn]struct{}{}, stopped: stopped, stop: stop}, nil
 }
 
 // Register adds the Aggregated Discovery Service to a gRPC server.
@@ -92,8 +97,10 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // Run follows the store: for each new snapshot it builds the per-workload views and
 // wakes every stream, each of which pushes only when its own view changed. It returns
-// nil when ctx ends.
+// nil when ctx ends, and then ends every stream with codes.Unavailable so that
+// sidecars reconnect (to this control plane restarted, or another).
 func (s *Server) Run(ctx context.Context) error {
+	defer s.stop()
 	for snap := range s.cfg.Store.Watch(ctx) {
 		start := time.Now()
 		st, err := newState(snap, s.cur.Load())
@@ -162,7 +169,9 @@ func (c *conn) wake() {
 // its certificate; its first request decides whether it is a sidecar subscribing to
 // config or an operator asking for status.
 func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	ctx := stream.Context()
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	defer context.AfterFunc(s.stopped, cancel)()
 	cred := authn.CredentialsFromGRPC(ctx)
 	cred.BearerToken = ""
 	caller, err := s.cfg.Authenticator.Authenticate(ctx, cred)
@@ -196,7 +205,7 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 	case err := <-recvErr:
 		return recvDone(err)
 	case <-ctx.Done():
-		return ctx.Err()
+		return s.streamEnd(ctx, time.Time{})
 	}
 	if isDebug(first.GetTypeUrl()) {
 		return s.serveOperator(ctx, stream, caller.Identity, first, reqs, recvErr)
@@ -299,9 +308,14 @@ func (s *Server) serveSidecar(ctx context.Context, stream discovery.AggregatedDi
 	}
 }
 
+// streamEnd is the status of a stream whose context ended: the certificate expired,
+// the server is shutting down, or the client went away.
 func (s *Server) streamEnd(ctx context.Context, expiry time.Time) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !expiry.IsZero() {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && !expiry.IsZero():
 		return status.Errorf(codes.Unauthenticated, "xds: client certificate expired at %s; reconnect with the renewed certificate", expiry.UTC().Format(time.RFC3339))
+	case s.stopped.Err() != nil:
+		return status.Error(codes.Unavailable, "xds: control plane shutting down; reconnect")
 	}
 	return nil
 }

@@ -2,16 +2,21 @@ package xds_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	security "istio.io/api/security/v1beta1"
 
+	"github.com/meshguard/meshguard/internal/authn/peercert"
 	"github.com/meshguard/meshguard/internal/authz"
 	"github.com/meshguard/meshguard/internal/config"
 	"github.com/meshguard/meshguard/internal/meshtest"
@@ -385,5 +390,55 @@ func TestStreamEndsWhenCertificateExpires(t *testing.T) {
 	}
 	if _, err := c.Snapshot(context.Background()); err != nil {
 		t.Errorf("client lost its config: %v", err)
+	}
+}
+
+// TestRunEndEndsStreams: when Server.Run returns (control plane shutdown), every
+// stream ends with Unavailable at once, so the gRPC server's graceful stop is not held
+// up by long-lived streams and sidecars reconnect.
+func TestRunEndEndsStreams(t *testing.T) {
+	ca := meshtest.NewCA(t, "cluster.local")
+	srv, err := xds.NewServer(xds.ServerConfig{Store: config.NewStaticStore(load(t, baseYAML)), Authenticator: peercert.New("cluster.local", nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving := ca.IssueWith(t, ca.ID("istio-system", "istiod"), meshtest.IssueOptions{DNSNames: []string{"localhost"}})
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{serving.TLSCertificate()}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
+	})))
+	srv.Register(gs)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- srv.Run(ctx) }()
+	c := meshtest.StartXDSClient(t, meshtest.DialXDS(t, ca, lis.Addr().String(), ca.Issue(t, ca.ID("default", "httpbin"), time.Hour)),
+		xds.Node{ID: "httpbin-1", WorkloadName: "httpbin", Labels: httpbin.Labels})
+	c.WaitFor(t, "config", func(s *config.Snapshot) bool { return len(s.Objects) > 0 })
+
+	cancel()
+	if err := <-runDone; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("GracefulStop still waiting 5s after Run returned: streams outlive the server")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(c.Status().LastError, "control plane shutting down") {
+		if time.Now().After(deadline) {
+			t.Fatalf("client status %+v, want the stream ended with the shutdown reason", c.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(c.Status().LastError, "Unavailable") {
+		t.Errorf("LastError = %q, want code Unavailable", c.Status().LastError)
 	}
 }
