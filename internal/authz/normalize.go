@@ -12,7 +12,9 @@ import (
 // must forward, so that the backend sees exactly what was authorized.
 type Normalization int
 
-// The normalization levels, from weakest to strictest. Each includes the previous one.
+// The normalization levels. BASE is the zero value because it is Istio's default; by
+// strength the order is NONE < BASE < MERGE_SLASHES < DECODE_AND_MERGE_SLASHES, each
+// after NONE including the one before it.
 const (
 	// NormalizeBase decodes percent-encoded unreserved characters once, turns backslashes
 	// into slashes and resolves "." and ".." segments (RFC 3986). Istio's default.
