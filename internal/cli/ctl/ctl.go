@@ -19,6 +19,7 @@ func NewCmd(env *cmdenv.Env) *cobra.Command {
 		newValidateCmd(env),
 		newProxyStatusCmd(env),
 		newCertsCmd(env),
+		newTLSCheckCmd(env),
 		newConfigDumpCmd(env),
 		newAuthzCmd(env),
 		newPKICmd(env),
