@@ -199,15 +199,38 @@ func TestJWKSFetching(t *testing.T) {
 	})
 	t.Run("key rotation: unknown kid refetches", func(t *testing.T) {
 		srv := meshtest.NewJWKSServer(t)
-		a := newAuth(t, "kind: RequestAuthentication\nmetadata: {name: r}\nspec: {jwtRules: [{issuer: \""+srv.Issuer()+"\", jwksUri: \""+srv.JWKSURI()+"\"}]}", jwt.Options{})
+		clk := &fakeClock{t: time.Now()}
+		a := newAuth(t, "kind: RequestAuthentication\nmetadata: {name: r}\nspec: {jwtRules: [{issuer: \""+srv.Issuer()+"\", jwksUri: \""+srv.JWKSURI()+"\"}]}", jwt.Options{Now: clk.Now})
 		if _, err := a.Authenticate(context.Background(), request(t, "/", "Authorization", "Bearer "+srv.Mint(meshtest.Claims{"sub": "a"}))); err != nil {
 			t.Fatal(err)
 		}
 		srv.Rotate("rsa-2")
-		time.Sleep(2100 * time.Millisecond) // the refetch-on-unknown-kid rate limit
-		res, err := a.Authenticate(context.Background(), request(t, "/", "Authorization", "Bearer "+srv.Mint(meshtest.Claims{"sub": "b"})))
+		rotated := srv.Mint(meshtest.Claims{"sub": "b", "exp": clk.Now().Add(time.Hour).Unix()})
+		// Within the refetch-on-unknown-kid rate limit the old set is used: rejected.
+		if _, err := a.Authenticate(context.Background(), request(t, "/", "Authorization", "Bearer "+rotated)); !errors.Is(err, jwt.ErrInvalidToken) || srv.Fetches() != 1 {
+			t.Fatalf("unknown kid right after a fetch: %v, fetches %d; want rejected without a refetch", err, srv.Fetches())
+		}
+		clk.Add(2100 * time.Millisecond)
+		res, err := a.Authenticate(context.Background(), request(t, "/", "Authorization", "Bearer "+rotated))
 		if err != nil || !res.Authenticated {
 			t.Fatalf("token signed with the rotated key: %v", err)
+		}
+	})
+	t.Run("a cancelled caller does not fail the fetch for others", func(t *testing.T) {
+		srv := meshtest.NewJWKSServer(t)
+		srv.SetDelay(300 * time.Millisecond)
+		a := newAuth(t, "kind: RequestAuthentication\nmetadata: {name: r}\nspec: {jwtRules: [{issuer: \""+srv.Issuer()+"\", jwksUri: \""+srv.JWKSURI()+"\"}]}", jwt.Options{})
+		tok := srv.Mint(meshtest.Claims{"sub": "a"})
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if _, err := a.Authenticate(ctx, request(t, "/", "Authorization", "Bearer "+tok)); !errors.Is(err, jwt.ErrJWKSUnavailable) {
+			t.Fatalf("Authenticate with a cancelled context = %v, want ErrJWKSUnavailable", err)
+		}
+		// The next request, inside the failure back-off, must get the keys the
+		// detached fetch brought, not the first caller's cancellation.
+		res, err := a.Authenticate(context.Background(), request(t, "/", "Authorization", "Bearer "+tok))
+		if err != nil || !res.Authenticated {
+			t.Fatalf("Authenticate after a cancelled caller = %v; want the fetch to have completed for everyone", err)
 		}
 	})
 	t.Run("OpenID discovery", func(t *testing.T) {

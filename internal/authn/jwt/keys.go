@@ -59,8 +59,13 @@ func (ks *keySource) get(ctx context.Context, force bool) (*jose.JSONWebKeySet, 
 	if force && set != nil && now.Sub(fetched) < retryGap {
 		return set, nil // an unknown kid does not trigger a fetch storm
 	}
-	v, err, _ := ks.group.Do("fetch", func() (any, error) {
-		s, err := ks.fetch(ctx)
+	// The fetch is shared by every request waiting for these keys, so it must not die
+	// with the request that started it: it runs detached from the caller's
+	// cancellation, bounded by the rule's timeout, and each caller stops waiting when
+	// its own context ends. Otherwise one client that hangs up would record a failure
+	// and fail every other token for the retry gap.
+	ch := ks.group.DoChan("fetch", func() (any, error) {
+		s, err := ks.fetch(context.WithoutCancel(ctx))
 		ks.mu.Lock()
 		defer ks.mu.Unlock()
 		if err != nil {
@@ -70,6 +75,14 @@ func (ks *keySource) get(ctx context.Context, force bool) (*jose.JSONWebKeySet, 
 		ks.set, ks.fetched, ks.failedAt, ks.lastErr = s, ks.a.now(), time.Time{}, nil
 		return s, nil
 	})
+	var v any
+	var err error
+	select {
+	case res := <-ch:
+		v, err = res.Val, res.Err
+	case <-ctx.Done():
+		err = fmt.Errorf("%w: waiting for keys from %s: %v", ErrJWKSUnavailable, ks.source(), ctx.Err())
+	}
 	if err != nil {
 		if set != nil {
 			ks.a.logger.LogAttrs(ctx, slog.LevelWarn, "JWKS refresh failed; keeping the last good keys",
@@ -79,6 +92,14 @@ func (ks *keySource) get(ctx context.Context, force bool) (*jose.JSONWebKeySet, 
 		return nil, err
 	}
 	return v.(*jose.JSONWebKeySet), nil
+}
+
+// source names where the keys come from, for errors.
+func (ks *keySource) source() string {
+	if ks.uri != "" {
+		return ks.uri
+	}
+	return ks.discovery
 }
 
 func (ks *keySource) fetch(ctx context.Context) (*jose.JSONWebKeySet, error) {
