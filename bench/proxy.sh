@@ -92,7 +92,7 @@ wait_port() { # host port [seconds]
 }
 
 # A leftover server from an earlier run would silently take the measurements: refuse.
-for port in $ECHO_PORT $NGINX_CLIENT_PORT $NGINX_SERVER_PORT $MG_CLIENT_PORT $MG_SERVER_PORT $MG_CP_PORT 18007 18020 18021; do
+for port in $ECHO_PORT $NGINX_CLIENT_PORT $NGINX_SERVER_PORT $MG_CLIENT_PORT $MG_SERVER_PORT $MG_CP_PORT 18001 18007 18020 18021; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port 127.0.0.1:$port is already in use (a leftover benchmark process?); stop it first"
   fi
@@ -292,7 +292,7 @@ YAML
     --namespace bench --config-dir "$d/config" --log-level warn)
   (cd "$d/server" && exec "${PIN_B[@]}" "$MG" sidecar "${common[@]}" --token-file "$d/server/token" \
     --workload server --service-account server --labels app=server --app "127.0.0.1:$ECHO_PORT" \
-    --inbound-port "$MG_SERVER_PORT" --admin "127.0.0.1:$MG_SERVER_ADMIN" >"$d/server.log" 2>&1) &
+    --inbound-port "$MG_SERVER_PORT" --outbound-port 18001 --admin "127.0.0.1:$MG_SERVER_ADMIN" >"$d/server.log" 2>&1) &
   MG_SERVER_PID=$!
   PIDS+=($!)
   (cd "$d/client" && exec "${PIN_A[@]}" "$MG" sidecar "${common[@]}" --token-file "$d/client/token" \
