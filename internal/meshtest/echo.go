@@ -1,6 +1,7 @@
 package meshtest
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -109,6 +110,42 @@ func StartTCPEcho(tb testing.TB) netip.AddrPort {
 			wg.Go(func() {
 				defer c.Close()
 				io.Copy(c, c) //nolint:errcheck // test echo
+			})
+		}
+	}, func() { l.Close(); wg.Wait() })
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// StartUpgradeEcho starts an HTTP/1.1 server on 127.0.0.1 that answers every request
+// with 101 Switching Protocols (Upgrade: echo) and then writes back whatever it reads,
+// for tests of protocol upgrades (WebSocket-like) through proxies. It stops when the
+// test ends.
+func StartUpgradeEcho(tb testing.TB) netip.AddrPort {
+	tb.Helper()
+	l := listen(tb)
+	var wg sync.WaitGroup
+	serve(tb, func() error {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return err
+			}
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for { // the request head
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				if _, err := io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"); err != nil {
+					return
+				}
+				io.Copy(c, br) //nolint:errcheck // test echo
 			})
 		}
 	}, func() { l.Close(); wg.Wait() })

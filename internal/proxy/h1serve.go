@@ -121,6 +121,9 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 		}
 		up, err = app.pool.get(ctx)
 	} else {
+		if ex.useH2(cs.route) {
+			return ex.exchangeH2(ctx, cs.route, hasBody)
+		}
 		up, err = cs.route.getHTTP1(ctx)
 	}
 	if err != nil {

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -352,4 +353,61 @@ func TestTLSSettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUpgradeAndContinue: a 101 Switching Protocols answer turns the connection into a
+// tunnel through both sidecars, and Expect: 100-continue is answered before the body
+// is sent; in both modes between sidecars (an upgrade cannot ride an HTTP/2 stream and
+// keeps its own HTTP/1.1 connection).
+func TestUpgradeAndContinue(t *testing.T) {
+	for _, h2up := range []bool{false, true} {
+		t.Run("h2Upstream="+map[bool]string{false: "off", true: "on"}[h2up], func(t *testing.T) {
+			up := startPair(t, pairOptions{app: meshtest.StartUpgradeEcho(t), serverPolicy: proxy.Policy{PeerAuthn: strict()}, h2Upstream: h2up})
+			t.Run("101 upgrade tunnels bytes both ways", func(t *testing.T) {
+				c, br := rawConn(t, up.outboundAddr)
+				io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n") //nolint:errcheck
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+					t.Fatalf("upgrade response = %v, %v; want 101", resp, err)
+				}
+				for _, msg := range []string{"ping", strings.Repeat("x", 10000)} {
+					io.WriteString(c, msg) //nolint:errcheck
+					got := make([]byte, len(msg))
+					if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+						t.Fatalf("tunnel echo of %d bytes = %d bytes, %v", len(msg), len(got), err)
+					}
+				}
+			})
+			echo := startPair(t, pairOptions{app: meshtest.StartEcho(t).Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}, h2Upstream: h2up})
+			t.Run("100-continue before the body", func(t *testing.T) {
+				c, br := rawConn(t, echo.outboundAddr)
+				io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: echo\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n") //nolint:errcheck
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != http.StatusContinue {
+					t.Fatalf("interim response = %v, %v; want 100 Continue before the body is sent", resp, err)
+				}
+				io.WriteString(c, "hello") //nolint:errcheck
+				resp, err = http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(body) != "hello" {
+					t.Errorf("final response = %d %q, want 200 \"hello\"", resp.StatusCode, body)
+				}
+			})
+		})
+	}
+}
+
+// rawConn dials addr for hand-written HTTP/1.1, closed when the test ends.
+func rawConn(t *testing.T, addr netip.AddrPort) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
+	return c, bufio.NewReader(c)
 }

@@ -97,6 +97,7 @@ type Proxy struct {
 
 	apps   []*appTarget
 	appH2  *http2.Transport
+	appH1  *http.Transport // requests that were HTTP/1.1 at the client sidecar
 	h2srv  *http2.Server
 	h2base *http.Server
 	rpOnce sync.Once
@@ -189,6 +190,12 @@ func New(cfg Config) (*Proxy, error) {
 			return p.dialer().DialContext(ctx, network, addr)
 		},
 		ReadIdleTimeout: 30 * time.Second,
+	}
+	p.appH1 = &http.Transport{
+		DialContext:         p.dialer().DialContext,
+		MaxIdleConnsPerHost: cfg.MaxIdlePerUpstream,
+		IdleConnTimeout:     60 * time.Second,
+		DisableCompression:  true,
 	}
 	p.h2base = &http.Server{ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
 	p.h2srv = &http2.Server{MaxConcurrentStreams: 1000, IdleTimeout: cfg.IdleTimeout}
@@ -333,6 +340,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		a.pool.close()
 	}
 	p.appH2.CloseIdleConnections()
+	p.appH1.CloseIdleConnections()
 	return nil
 }
 

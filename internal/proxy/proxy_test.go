@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,6 +72,7 @@ type pairOptions struct {
 	serverIdentity string
 	clientTLS      *networking.ClientTLSSettings
 	drain          time.Duration
+	h2Upstream     bool // the client sidecar multiplexes HTTP/1.1 over HTTP/2
 }
 
 func startPair(t *testing.T, o pairOptions) *pair { return startPairTB(t, o) }
@@ -102,7 +104,7 @@ func startPairTB(t testing.TB, o pairOptions) *pair {
 	pr.clientCerts = newCertSource(ca.svid(t, clientPath, time.Time{}, time.Time{}), ca.bundle())
 	pr.client = meshtest.StartSidecar(t, meshtest.SidecarOptions{
 		Certs: pr.clientCerts, Apps: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")},
-		Outbound: []proxy.ExplicitOutbound{{Host: echoHost, Port: 80}}, Policy: cpol,
+		Outbound: []proxy.ExplicitOutbound{{Host: echoHost, Port: 80}}, Policy: cpol, H2Upstream: o.h2Upstream,
 	})
 	pr.outboundAddr = pr.client.Outbound[0]
 	pr.outbound = "http://" + pr.outboundAddr.String()
@@ -135,9 +137,37 @@ func get(t *testing.T, c *http.Client, url string, hdr map[string]string) (*http
 }
 
 func TestSidecarPairHTTP1(t *testing.T) {
+	for _, h2up := range []bool{false, true} {
+		name := "pooled HTTP/1.1 between sidecars"
+		if h2up {
+			name = "HTTP/1.1 multiplexed over HTTP/2 between sidecars"
+		}
+		t.Run(name, func(t *testing.T) { testSidecarPairHTTP1(t, h2up) })
+	}
+}
+
+func testSidecarPairHTTP1(t *testing.T, h2up bool) {
 	echo := meshtest.StartEcho(t)
-	pr := startPair(t, pairOptions{app: echo.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}})
+	pr := startPair(t, pairOptions{app: echo.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}, h2Upstream: h2up})
 	c := httpClient()
+	t.Run("the app gets HTTP/1.1", func(t *testing.T) {
+		resp, _ := get(t, c, pr.outbound+"/proto", nil)
+		if resp.StatusCode != 200 || resp.Header.Get("X-Echo-Proto") != "HTTP/1.1" || resp.Header.Get("X-Meshguard-Origin-Protocol") != "" {
+			t.Errorf("GET = %d, app saw %q (marker %q), want 200 over HTTP/1.1 with no marker", resp.StatusCode,
+				resp.Header.Get("X-Echo-Proto"), resp.Header.Get("X-Meshguard-Origin-Protocol"))
+		}
+	})
+	t.Run("HEAD has no body", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodHead, pr.outbound+"/head?size=100", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ContentLength != 100 {
+			t.Errorf("HEAD = %d, Content-Length %d; want 200, 100", resp.StatusCode, resp.ContentLength)
+		}
+	})
 
 	t.Run("GET with XFCC from the verified peer", func(t *testing.T) {
 		resp, body := get(t, c, pr.outbound+"/hello?size=1024", map[string]string{
@@ -186,6 +216,35 @@ func TestSidecarPairHTTP1(t *testing.T) {
 			t.Errorf("server sidecar has %d connections after 20 sequential requests, was %d: upstream not pooled", after, before)
 		}
 	})
+	if h2up {
+		t.Run("concurrent downstream connections share one HTTP/2 connection", func(t *testing.T) {
+			var wg sync.WaitGroup
+			for i := range 8 {
+				wg.Go(func() {
+					cc := httpClient() // a downstream connection of its own
+					defer cc.CloseIdleConnections()
+					for j := range 5 {
+						if resp, _ := get(t, cc, pr.outbound+fmt.Sprintf("/c/%d/%d?size=4096", i, j), nil); resp.StatusCode != 200 {
+							t.Errorf("request %d/%d = %d", i, j, resp.StatusCode)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			inbound := 0
+			for _, ci := range pr.server.Proxy.Connections() {
+				if ci.Direction == "inbound" {
+					inbound++
+					if ci.Protocol != "h2" {
+						t.Errorf("inbound connection %+v, want h2", ci)
+					}
+				}
+			}
+			if inbound != 1 {
+				t.Errorf("server sidecar has %d inbound connections, want 1 multiplexed HTTP/2 connection", inbound)
+			}
+		})
+	}
 	t.Run("admin connection listing", func(t *testing.T) {
 		var found bool
 		for _, ci := range pr.server.Proxy.Connections() {
