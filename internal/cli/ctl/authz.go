@@ -15,6 +15,7 @@ import (
 	"github.com/meshguard/meshguard/internal/authz"
 	"github.com/meshguard/meshguard/internal/cli/cmdenv"
 	"github.com/meshguard/meshguard/internal/config"
+	"github.com/meshguard/meshguard/internal/config/legacy"
 	"github.com/meshguard/meshguard/internal/policy"
 )
 
@@ -87,7 +88,7 @@ Exit status: 0 whatever the decision; 2 for bad flags or invalid configuration.`
 			if o.output != "" && o.output != "json" {
 				return cmdenv.Exit(2, fmt.Errorf("authz check: -o %q: want json", o.output))
 			}
-			snap, warnings, err := (&config.Loader{}).Load(cmd.Context(), o.files...)
+			snap, warnings, err := (&config.Loader{Translator: legacy.Translator{}}).Load(cmd.Context(), o.files...)
 			for _, w := range warnings {
 				fmt.Fprintf(env.Stderr, "warning: %s\n", w)
 			}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshguard/meshguard/internal/cli/cmdenv"
 	"github.com/meshguard/meshguard/internal/config"
+	"github.com/meshguard/meshguard/internal/config/legacy"
 )
 
 type validateOptions struct {
@@ -40,7 +41,7 @@ path.`,
 			if len(o.files) == 0 {
 				return cmdenv.Exit(2, errors.New("validate: give at least one -f FILE_OR_DIR"))
 			}
-			l := config.Loader{DefaultNamespace: o.defaultNamespace}
+			l := config.Loader{DefaultNamespace: o.defaultNamespace, Translator: legacy.Translator{}}
 			snap, warnings, err := l.Load(cmd.Context(), o.files...)
 			for _, w := range warnings {
 				fmt.Fprintf(env.Stderr, "warning: %s\n", w)

@@ -17,6 +17,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/meshguard/meshguard/internal/config"
+	"github.com/meshguard/meshguard/internal/config/legacy"
 )
 
 // DefaultDebounce is how long the directory must stay quiet after a change before a
@@ -96,7 +97,8 @@ func New(cfg Config) (*Store, error) {
 		return nil, errors.New("dirstore: config directory not set")
 	}
 	if cfg.Loader == nil {
-		cfg.Loader = &config.Loader{}
+		// Istio 1.0 Policy/MeshPolicy load as their modern equivalents (legacy.Translator).
+		cfg.Loader = &config.Loader{Translator: legacy.Translator{}}
 	}
 	if cfg.Debounce <= 0 {
 		cfg.Debounce = DefaultDebounce
@@ -417,6 +419,11 @@ func mayHoldMesh(data []byte) bool {
 	return bytes.Contains(data, []byte("IstioOperator")) || bytes.Contains(data, []byte("ConfigMap"))
 }
 
+// mayHoldLegacy reports whether a file could hold an Istio 1.0 authentication policy.
+func mayHoldLegacy(data []byte) bool {
+	return bytes.Contains(data, []byte("authentication.istio.io"))
+}
+
 // incremental is the fast path of Reload for the common change: files of objects only,
 // which validate. Validation of an object depends on the object itself, the mesh config
 // and, across objects, on names being unique; so it loads the changed files together
@@ -431,6 +438,15 @@ func (s *Store) incremental(ctx context.Context, pending map[string]bool, cand m
 	for n := range pending {
 		if mayHoldMesh(s.good[n]) || mayHoldMesh(cand[n]) {
 			return nil, nil, false
+		}
+	}
+	// A translated legacy policy depends on other files (the Services it targets, the
+	// narrower policies that override it): with any in the directory, load everything.
+	if s.cfg.Loader.Translator != nil {
+		for _, d := range cand {
+			if mayHoldLegacy(d) {
+				return nil, nil, false
+			}
 		}
 	}
 	load := map[string][]byte{}
