@@ -477,3 +477,45 @@ func BenchmarkReloadOneFile(b *testing.B) {
 		}
 	}
 }
+
+// TestLegacyPolicyFollowsItsService checks that an Istio 1.0 Policy loads as its modern
+// equivalents and that a change to the Service it targets — another file — changes
+// the translation: the incremental fast path must not reuse a stale translation.
+func TestLegacyPolicyFollowsItsService(t *testing.T) {
+	dir := t.TempDir()
+	policy := `apiVersion: authentication.istio.io/v1alpha1
+kind: Policy
+metadata: {name: customer-mtls, namespace: customer}
+spec:
+  targets: [{name: customer}]
+  peers: [{mtls: {}}]
+`
+	service := func(app string) string {
+		return "apiVersion: v1\nkind: Service\nmetadata: {name: customer, namespace: customer}\nspec:\n  selector: {app: " + app + "}\n  ports: [{name: http, port: 8080}]\n"
+	}
+	write(t, dir, "policy.yaml", policy)
+	write(t, dir, "service.yaml", service("customer"))
+	s := newStore(t, dir)
+	selector := func() string {
+		t.Helper()
+		if err := s.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := s.Snapshot(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pas := snap.OfKind(config.KindPeerAuthentication)
+		if len(pas) != 1 {
+			t.Fatalf("snapshot has %d PeerAuthentications, want 1 translated from the Policy: %v", len(pas), keys(snap))
+		}
+		return pas[0].PeerAuthentication().GetSelector().GetMatchLabels()["app"]
+	}
+	if got := selector(); got != "customer" {
+		t.Fatalf("translated selector app=%q, want customer", got)
+	}
+	write(t, dir, "service.yaml", service("customer-v2"))
+	if got := selector(); got != "customer-v2" {
+		t.Fatalf("after the Service changed, translated selector app=%q, want customer-v2", got)
+	}
+}
