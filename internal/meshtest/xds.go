@@ -27,6 +27,8 @@ type XDSOptions struct {
 	// Addr to listen on; 127.0.0.1:0 when empty (set it to restart on the same port).
 	Addr   string
 	Logger *slog.Logger
+	// Now is the server's clock (status times); time.Now when nil.
+	Now func() time.Time
 }
 
 // XDS is a running xds.Server behind a real mTLS gRPC listener.
@@ -54,7 +56,7 @@ func StartXDS(tb testing.TB, o XDSOptions) *XDS {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	srv, err := xds.NewServer(xds.ServerConfig{Store: o.Store, Authenticator: peercert.New(o.CA.TrustDomain, nil), Operators: o.Operators, Logger: o.Logger})
+	srv, err := xds.NewServer(xds.ServerConfig{Store: o.Store, Authenticator: peercert.New(o.CA.TrustDomain, nil), Operators: o.Operators, Logger: o.Logger, Now: o.Now})
 	if err != nil {
 		tb.Fatalf("xds.NewServer: %v", err)
 	}

@@ -136,9 +136,9 @@ type typeState struct {
 
 // NACK is a sidecar's rejection of a push.
 type NACK struct {
-	Version string
-	Detail  string
-	At      time.Time
+	Version string    `json:"version"`
+	Detail  string    `json:"detail"`
+	At      time.Time `json:"at"`
 }
 
 // conn is one sidecar stream.
@@ -155,6 +155,7 @@ type conn struct {
 	mu    sync.Mutex
 	types map[string]*typeState
 	sent  *view // last view pushed
+	prev  *view // the view pushed before sent, which the sidecar may still ACK
 	acked *view // last view every subscribed type ACKed: the config in force
 }
 
@@ -338,6 +339,15 @@ func (s *Server) handle(stream discovery.AggregatedDiscoveryService_StreamAggreg
 		ts = &typeState{}
 		c.types[t] = ts
 	}
+	// Every request carries in version_info the version the sidecar has applied (an
+	// ACK, a NACK, a request whose nonce a newer push made stale, a resubscription after
+	// a reconnect): status reports it whatever the nonce.
+	if v := req.GetVersionInfo(); v != "" {
+		if v != ts.acked {
+			ts.acked, ts.ackedAt = v, s.cfg.Now()
+		}
+		c.noteAcked(v)
+	}
 	switch {
 	case req.GetResponseNonce() == "":
 		// A (re)subscription: answer with the current view at once.
@@ -355,12 +365,20 @@ func (s *Server) handle(stream discovery.AggregatedDiscoveryService_StreamAggreg
 		log.Warn("sidecar rejected config (NACK); it keeps its last accepted config", "type", t, "version", ts.sentVersion, "detail", req.GetErrorDetail().GetMessage())
 		return nil
 	default:
-		ts.acked, ts.ackedAt = req.GetVersionInfo(), s.cfg.Now()
-		if c.sent != nil && c.acked != c.sent && c.allAcked(c.sent.version) {
-			c.acked = c.sent
-		}
+		ts.ackedAt = s.cfg.Now()
 		c.mu.Unlock()
 		return nil
+	}
+}
+
+// noteAcked records the view of version v as the config in force once every
+// subscribed type has ACKed it. c.mu is held.
+func (c *conn) noteAcked(v string) {
+	for _, cand := range []*view{c.sent, c.prev} {
+		if cand != nil && cand.version == v && c.acked != cand && c.allAcked(v) {
+			c.acked = cand
+			return
+		}
 	}
 }
 
@@ -384,7 +402,7 @@ func (s *Server) push(stream discovery.AggregatedDiscoveryService_StreamAggregat
 		c.mu.Unlock()
 		return nil
 	}
-	c.sent = v
+	c.prev, c.sent = c.sent, v
 	var types []string
 	for _, t := range Types {
 		if ts := c.types[t]; ts != nil && ts.subscribed {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -304,27 +305,63 @@ func FetchConfigDump(ctx context.Context, cc grpc.ClientConnInterface, workload 
 	return snap, resp.GetVersionInfo(), nil
 }
 
+// WriteStatusJSON prints statuses as an indented JSON array, the form of
+// `meshguard ctl proxy-status -o json`.
+func WriteStatusJSON(w io.Writer, ps []ProxyStatus) error {
+	if ps == nil {
+		ps = []ProxyStatus{} // "[]", not "null", for an idle control plane
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(ps)
+}
+
 // shortType is the column header for a type URL: its kind.
 func shortType(t string) string { return t[strings.LastIndex(t, "/")+1:] }
 
-// WriteStatusTable prints statuses as a table, one sidecar a row, then every last NACK
-// with its detail. now is for "expires in".
+// WriteStatusTable prints statuses as a table, one sidecar a row, then each sidecar's
+// last NACK with its detail. now is for "expires in".
+//
+// STATUS is the one status all types share (SYNCED, STALE, ERROR, NOT_SENT), or the
+// types that are not SYNCED with theirs. A NACK the sidecar sent for several types at
+// once (the client NACKs a whole push) is printed once, naming the types unless it was
+// all of them; a multi-line detail (several validation problems) is indented under it.
 func WriteStatusTable(w io.Writer, ps []ProxyStatus, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprint(tw, "WORKLOAD\tIDENTITY\tLABELS\tCERT EXPIRES\tVERSION\tSTATUS\n")
 	var nacks []string
 	for _, p := range ps {
 		versions := map[string]bool{}
+		statuses := map[string]bool{}
 		var bad []string
+		type nackKey struct {
+			version, detail string
+			at              time.Time
+		}
+		var order []nackKey
+		nackTypes := map[nackKey][]string{}
 		for _, t := range p.Types {
 			versions[t.Acked] = true
+			statuses[t.Status] = true
 			if t.Status != "SYNCED" {
 				bad = append(bad, shortType(t.TypeURL)+"="+t.Status)
 			}
-			if t.LastNACK != nil {
-				nacks = append(nacks, fmt.Sprintf("%s/%s %s version %s at %s: %s", p.Namespace, p.Workload, shortType(t.TypeURL),
-					t.LastNACK.Version, t.LastNACK.At.UTC().Format(time.RFC3339), t.LastNACK.Detail))
+			if n := t.LastNACK; n != nil {
+				k := nackKey{n.Version, n.Detail, n.At}
+				if nackTypes[k] == nil {
+					order = append(order, k)
+				}
+				nackTypes[k] = append(nackTypes[k], shortType(t.TypeURL))
 			}
+		}
+		for _, k := range order {
+			types := ""
+			if len(nackTypes[k]) < len(p.Types) {
+				types = " " + strings.Join(nackTypes[k], ",")
+			}
+			detail := strings.ReplaceAll(strings.TrimRight(k.detail, "\n"), "\n", "\n  ")
+			nacks = append(nacks, fmt.Sprintf("%s/%s (%s)%s: version %s at %s:\n  %s", p.Namespace, p.Workload, p.Conn, types,
+				k.version, k.at.UTC().Format(time.RFC3339), detail))
 		}
 		version := "-"
 		if len(versions) == 1 {
@@ -336,8 +373,13 @@ func WriteStatusTable(w io.Writer, ps []ProxyStatus, now time.Time) error {
 		} else if len(versions) > 1 {
 			version = "mixed"
 		}
-		st := "SYNCED"
-		if len(bad) > 0 {
+		st := "-"
+		switch {
+		case len(statuses) == 1:
+			for v := range statuses {
+				st = v
+			}
+		case len(bad) > 0:
 			st = strings.Join(bad, ",")
 		}
 		expires := "-"

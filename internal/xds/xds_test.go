@@ -10,10 +10,13 @@ import (
 	"testing"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 	security "istio.io/api/security/v1beta1"
 
 	"github.com/meshguard/meshguard/internal/authn/peercert"
@@ -440,5 +443,84 @@ func TestRunEndEndsStreams(t *testing.T) {
 	}
 	if !strings.Contains(c.Status().LastError, "Unavailable") {
 		t.Errorf("LastError = %q, want code Unavailable", c.Status().LastError)
+	}
+}
+
+// TestStaleACKStillCounts: a sidecar that ACKs a push after a newer one was sent (its
+// nonces are stale, so the protocol ignores them) still reports in version_info what it
+// applied, and status and config dump say so, rather than "nothing accepted".
+func TestStaleACKStillCounts(t *testing.T) {
+	f := start(t, baseYAML)
+	cc := meshtest.DialXDS(t, f.ca, f.srv.Addr, f.ca.Issue(t, f.ca.ID("default", "httpbin"), time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &core.Node{Id: "raw-1", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		xds.MetaWorkloadName: structpb.NewStringValue("httpbin"),
+		xds.MetaLabels:       structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"app": structpb.NewStringValue("httpbin")}}),
+	}}}
+	for i, ty := range xds.Types {
+		req := &discovery.DiscoveryRequest{TypeUrl: ty}
+		if i == 0 {
+			req.Node = node
+		}
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recvPush := func() map[string]*discovery.DiscoveryResponse {
+		t.Helper()
+		got := map[string]*discovery.DiscoveryResponse{}
+		for len(got) < len(xds.Types) {
+			r, err := st.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[r.GetTypeUrl()] = r
+		}
+		return got
+	}
+	first := recvPush()
+	v1 := first[xds.TypeMeshConfig].GetVersionInfo()
+	// A change to httpbin's view is pushed before the sidecar ACKs the first push.
+	f.store.Set(load(t, strings.Replace(baseYAML, "default/sa/sleep", "default/sa/other", 1)))
+	second := recvPush()
+	if v2 := second[xds.TypeMeshConfig].GetVersionInfo(); v2 == v1 {
+		t.Fatalf("second push has the first's version %s", v1)
+	}
+	for _, ty := range xds.Types {
+		if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: ty, VersionInfo: v1, ResponseNonce: first[ty].GetNonce()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	op := meshtest.DialXDS(t, f.ca, f.srv.Addr, f.ca.Issue(t, f.ca.OperatorID(), time.Hour))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ps, err := xds.FetchStatus(ctx, op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) == 1 && ps[0].Types[len(ps[0].Types)-1].Acked == v1 {
+			for _, ty := range ps[0].Types {
+				if ty.Acked != v1 || ty.Status != "STALE" {
+					t.Errorf("%s: acked %q status %s, want %q STALE (the second push is not ACKed)", ty.TypeURL, ty.Acked, ty.Status, v1)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed the stale ACK of %s: %+v", v1, ps)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	snap, version, err := xds.FetchConfigDump(ctx, op, "default/httpbin")
+	if err != nil {
+		t.Fatalf("config dump after a stale ACK: %v", err)
+	}
+	if version != v1 || !has(snap, config.KindAuthorizationPolicy, "default/allow-sleep") {
+		t.Errorf("config dump = version %s %v, want the first push (%s)", version, keys(snap), v1)
 	}
 }

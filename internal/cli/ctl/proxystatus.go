@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -76,9 +75,7 @@ ERROR (NACKed). Each sidecar's last NACK follows the table with the sidecar's re
 				return cmdenv.Exit(1, err)
 			}
 			if o.output == "json" {
-				enc := json.NewEncoder(env.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(ps)
+				return xds.WriteStatusJSON(env.Stdout, ps)
 			}
 			return xds.WriteStatusTable(env.Stdout, ps, time.Now())
 		},
