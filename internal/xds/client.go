@@ -2,10 +2,12 @@ package xds
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +38,9 @@ type ClientConfig struct {
 	// delay doubles after each failed stream, with ±20% jitter, and starts again from
 	// MinBackoff after a stream that delivered config.
 	MinBackoff, MaxBackoff time.Duration
+	// Rand draws the jitter, so that a fleet restarted together does not reconnect in
+	// step; crypto/rand when nil.
+	Rand io.Reader
 }
 
 // Client is the sidecar's end of the push protocol. It is a config.ConfigStore: the
@@ -81,6 +86,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(30*time.Second, cfg.MinBackoff)
 	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -120,7 +128,7 @@ func (c *Client) Run(ctx context.Context) error {
 			c.st.LastError = err.Error()
 		}
 		c.mu.Unlock()
-		wait := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
+		wait := jittered(backoff, c.cfg.Rand)
 		c.log.Warn("control plane stream ended; last accepted config stays in force", "err", err, "retryIn", wait)
 		t := time.NewTimer(wait)
 		select {
@@ -131,6 +139,17 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, c.cfg.MaxBackoff)
 	}
+}
+
+// jittered returns d scaled by a factor drawn from r, uniform in [0.8, 1.2). Should r
+// fail, d is returned unscaled.
+func jittered(d time.Duration, r io.Reader) time.Duration {
+	var b [8]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return d
+	}
+	u := float64(binary.BigEndian.Uint64(b[:])>>11) / (1 << 53) // [0, 1)
+	return time.Duration(float64(d) * (0.8 + 0.4*u))
 }
 
 // pending collects one push: every type at one version.
