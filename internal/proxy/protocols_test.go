@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 
 	"github.com/meshguard/meshguard/internal/meshtest"
 	"github.com/meshguard/meshguard/internal/proxy"
@@ -34,6 +37,7 @@ func h2cClient() *http.Client {
 }
 
 func TestSidecarPairH2C(t *testing.T) {
+	checkNoLeaks(t)
 	echo := meshtest.StartEcho(t)
 	pr := startPair(t, pairOptions{app: echo.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}})
 	c := h2cClient()
@@ -56,6 +60,7 @@ func TestSidecarPairH2C(t *testing.T) {
 }
 
 func TestSidecarPairGRPC(t *testing.T) {
+	checkNoLeaks(t)
 	g := meshtest.StartGRPCEcho(t)
 	g.Health.SetServingStatus("reviews", healthpb.HealthCheckResponse_SERVING)
 	pr := startPair(t, pairOptions{app: g.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}})
@@ -102,6 +107,7 @@ func TestSidecarPairGRPC(t *testing.T) {
 }
 
 func TestSidecarPairTCP(t *testing.T) {
+	checkNoLeaks(t)
 	addr := meshtest.StartTCPEcho(t)
 	pr := startPair(t, pairOptions{app: addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}})
 	c, err := net.DialTimeout("tcp", pr.outboundAddr.String(), 5*time.Second)
@@ -280,6 +286,7 @@ func TestCertificateRotationKeepsOpenConnections(t *testing.T) {
 }
 
 func TestDrainOnShutdown(t *testing.T) {
+	checkNoLeaks(t)
 	echo := meshtest.StartEcho(t)
 	ca := newTestCA(t, "cluster.local")
 	certs := newCertSource(ca.svid(t, serverPath, time.Time{}, time.Time{}), ca.bundle())
@@ -362,6 +369,7 @@ func TestTLSSettings(t *testing.T) {
 func TestUpgradeAndContinue(t *testing.T) {
 	for _, h2up := range []bool{false, true} {
 		t.Run("h2Upstream="+map[bool]string{false: "off", true: "on"}[h2up], func(t *testing.T) {
+			checkNoLeaks(t)
 			up := startPair(t, pairOptions{app: meshtest.StartUpgradeEcho(t), serverPolicy: proxy.Policy{PeerAuthn: strict()}, h2Upstream: h2up})
 			t.Run("101 upgrade tunnels bytes both ways", func(t *testing.T) {
 				c, br := rawConn(t, up.outboundAddr)
@@ -410,4 +418,107 @@ func rawConn(t *testing.T, addr netip.AddrPort) (net.Conn, *bufio.Reader) {
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
 	return c, bufio.NewReader(c)
+}
+
+// TestIstioMutualIdentities follows Istio's choice of the names an ISTIO_MUTUAL server
+// must present: the DestinationRule's subjectAltNames if any, else the registry's
+// service accounts, else none — then only the chain to the mesh bundle is checked.
+func TestIstioMutualIdentities(t *testing.T) {
+	checkNoLeaks(t)
+	echo := meshtest.StartEcho(t)
+	for _, tc := range []struct {
+		name       string
+		o          pairOptions
+		wantStatus int
+	}{
+		{"registry identity matches", pairOptions{}, 200},
+		{"no identity in the registry: chain only, as Istio", pairOptions{noIdentity: true, serverIdentity: "/ns/default/sa/anyone"}, 200},
+		{"DestinationRule subjectAltNames replace the registry's",
+			pairOptions{clientTLS: &networking.ClientTLSSettings{Mode: networking.ClientTLSSettings_ISTIO_MUTUAL,
+				SubjectAltNames: []string{"spiffe://cluster.local/ns/default/sa/other"}}}, 503},
+		{"DestinationRule subjectAltNames admit the server they name",
+			pairOptions{serverIdentity: "/ns/default/sa/other", clientTLS: &networking.ClientTLSSettings{Mode: networking.ClientTLSSettings_ISTIO_MUTUAL,
+				SubjectAltNames: []string{"spiffe://cluster.local/ns/default/sa/other"}}}, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.app = echo.Addr
+			pr := startPair(t, tc.o)
+			if resp, _ := get(t, httpClient(), pr.outbound+"/", nil); resp.StatusCode != tc.wantStatus {
+				t.Errorf("GET = %d, want %d", resp.StatusCode, tc.wantStatus)
+			}
+		})
+	}
+}
+
+// TestDisablePassesTLSThrough: Istio does not terminate TLS on a DISABLE port; a client
+// doing TLS end to end with the app must reach it untouched.
+func TestDisablePassesTLSThrough(t *testing.T) {
+	checkNoLeaks(t)
+	app := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "app over its own TLS") })) //nolint:errcheck
+	t.Cleanup(app.Close)
+	appAddr := netip.MustParseAddrPort(app.Listener.Addr().String())
+	ca := newTestCA(t, "cluster.local")
+	sc := meshtest.StartSidecar(t, meshtest.SidecarOptions{
+		Certs: newCertSource(ca.svid(t, serverPath, time.Time{}, time.Time{}), ca.bundle()), Apps: []netip.AddrPort{appAddr},
+		Policy: &proxy.Policy{PeerAuthn: modes{def: security.PeerAuthentication_MutualTLS_DISABLE}},
+	})
+	c := app.Client()                 // trusts the app's own certificate, not the mesh's
+	t.Cleanup(c.CloseIdleConnections) // before the sidecar stops: an open tunnel would hold its drain
+	resp, err := c.Get("https://" + sc.Inbound.String() + "/")
+	if err != nil {
+		t.Fatalf("TLS through the DISABLE port: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "app over its own TLS" || resp.TLS == nil || !resp.TLS.PeerCertificates[0].Equal(app.Certificate()) {
+		t.Errorf("GET = %q; want the app's answer under the app's certificate", body)
+	}
+}
+
+// TestHostPortPicksApp: in explicit mode with several apps, plaintext HTTP goes to the
+// app whose port the Host header names; a STRICT port is not reachable that way.
+func TestHostPortPicksApp(t *testing.T) {
+	checkNoLeaks(t)
+	named := func(name string) netip.AddrPort {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) })) //nolint:errcheck
+		t.Cleanup(s.Close)
+		return netip.MustParseAddrPort(s.Listener.Addr().String())
+	}
+	a, b, c := named("a"), named("b"), named("c")
+	ca := newTestCA(t, "cluster.local")
+	sc := meshtest.StartSidecar(t, meshtest.SidecarOptions{
+		Certs: newCertSource(ca.svid(t, serverPath, time.Time{}, time.Time{}), ca.bundle()), Apps: []netip.AddrPort{a, b, c},
+		Policy: &proxy.Policy{PeerAuthn: modes{def: security.PeerAuthentication_MutualTLS_PERMISSIVE,
+			ports: map[uint32]security.PeerAuthentication_MutualTLS_Mode{uint32(c.Port()): security.PeerAuthentication_MutualTLS_STRICT}}},
+	})
+	for _, tc := range []struct {
+		host, want string
+		ok         bool
+	}{
+		{"svc:" + strconv.Itoa(int(b.Port())), "b", true},
+		{"svc:" + strconv.Itoa(int(a.Port())), "a", true},
+		{"svc", "a", true},   // no port: the first app
+		{"svc:1", "a", true}, // no such app: the first app
+		{"svc:" + strconv.Itoa(int(c.Port())), "", false}, // STRICT: plaintext refused
+	} {
+		t.Run(tc.host, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+sc.Inbound.String()+"/", nil)
+			req.Host = tc.host
+			resp, err := httpClient().Do(req)
+			if !tc.ok {
+				if err == nil {
+					resp.Body.Close()
+					t.Fatalf("GET Host %s = %d, want the connection refused (STRICT port)", tc.host, resp.StatusCode)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if body, _ := io.ReadAll(resp.Body); string(body) != tc.want {
+				t.Errorf("GET Host %s reached app %q, want %q", tc.host, body, tc.want)
+			}
+		})
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
@@ -73,6 +74,7 @@ type pairOptions struct {
 	clientTLS      *networking.ClientTLSSettings
 	drain          time.Duration
 	h2Upstream     bool // the client sidecar multiplexes HTTP/1.1 over HTTP/2
+	noIdentity     bool // the registry names no service account for echoHost
 }
 
 func startPair(t *testing.T, o pairOptions) *pair { return startPairTB(t, o) }
@@ -96,6 +98,9 @@ func startPairTB(t testing.TB, o pairOptions) *pair {
 			Ports:    map[string]uint32{"http": uint32(pr.server.Inbound.Port())},
 			Identity: ca.id(serverPath),
 		}},
+	}
+	if o.noIdentity {
+		svc.Endpoints[0].Identity = spiffeid.ID{}
 	}
 	cpol := &proxy.Policy{Services: []proxy.Service{svc}}
 	if o.clientTLS != nil {
@@ -147,6 +152,7 @@ func TestSidecarPairHTTP1(t *testing.T) {
 }
 
 func testSidecarPairHTTP1(t *testing.T, h2up bool) {
+	checkNoLeaks(t)
 	echo := meshtest.StartEcho(t)
 	pr := startPair(t, pairOptions{app: echo.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}, h2Upstream: h2up})
 	c := httpClient()
@@ -363,4 +369,10 @@ func TestInboundPeerAuthentication(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkNoLeaks fails the test if proxy goroutines (connection handlers, listeners,
+// pooled HTTP/2 client and server connections) outlive the sidecars' shutdown.
+func checkNoLeaks(t *testing.T) {
+	meshtest.CheckNoLeaks(t, "internal/proxy.", "http2.(*ClientConn)", "http2.(*serverConn)")
 }

@@ -1,0 +1,128 @@
+package sidecar
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+
+	"github.com/meshguard/meshguard/internal/metrics"
+	"github.com/meshguard/meshguard/internal/policy"
+	"github.com/meshguard/meshguard/internal/proxy"
+)
+
+func TestRBACID(t *testing.T) {
+	for _, tc := range []struct {
+		policy string
+		rule   int
+		want   string
+	}{
+		{"foo/deny-get", 0, "ns[foo]-policy[deny-get]-rule[0]"},
+		{"istio-system/allow", 3, "ns[istio-system]-policy[allow]-rule[3]"},
+		{"", 0, ""},
+	} {
+		if got := rbacID(tc.policy, tc.rule); got != tc.want {
+			t.Errorf("rbacID(%q, %d) = %q, want %q", tc.policy, tc.rule, got, tc.want)
+		}
+	}
+}
+
+func TestFormatHeaders(t *testing.T) {
+	got := formatHeaders(`[%START_TIME%] %REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(user-agent)% %REQUEST_HEADER(X-Request-Id)% %REQ(HOST)% %REQ(User-Agent)%`)
+	want := []string{"X-Envoy-Original-Path", "User-Agent", "X-Request-Id"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("formatHeaders = %v, want %v", got, want)
+	}
+}
+
+// TestAccessLogReopenAndSwap: the access log follows MeshConfig (a new format applies
+// to the next entry), a bad format is refused before anything changes, and a reopen
+// (SIGHUP) after logrotate moved the file writes to a new file at the configured path.
+func TestAccessLogReopenAndSwap(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	m, err := metrics.NewSidecar(prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := newObserver(m, policy.Workload{Namespace: "default", Name: "web"})
+	ctx, cancel := context.WithCancel(context.Background())
+	reopen := make(chan struct{})
+	logs := &accessLogs{obs: obs, log: discard(), ctx: ctx}
+	done := make(chan error, 1)
+	go func() { done <- logs.Run(ctx, reopen) }()
+	defer func() { cancel(); <-done }()
+
+	apply := func(format string) error {
+		p, err := logs.prepare(&meshv1alpha1.MeshConfig{AccessLogFile: path, AccessLogFormat: format})
+		if err != nil {
+			return err
+		}
+		logs.swap(p)
+		return nil
+	}
+	rec := func(path string) *proxy.Record {
+		return &proxy.Record{Direction: proxy.Inbound, Protocol: "http/1.1", Start: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
+			Method: "GET", Path: path, Status: 200, Source: netip.MustParseAddrPort("10.0.0.1:5555")}
+	}
+	waitFor := func(file, want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			b, _ := os.ReadFile(file)
+			if strings.Contains(string(b), want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s = %q, want it to contain %q", file, b, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if err := apply("%REQ(:METHOD)% %REQ(:PATH)% -> %RESPONSE_CODE%"); err != nil {
+		t.Fatal(err)
+	}
+	obs.Observe(rec("/one"))
+	waitFor(path, "GET /one -> 200\n")
+
+	if err := apply("%NOT_AN_OPERATOR%"); err == nil {
+		t.Fatal("a format with an unknown operator was accepted")
+	}
+	obs.Observe(rec("/two"))
+	waitFor(path, "GET /two -> 200\n") // the last good format stays
+
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	reopen <- struct{}{}
+	// The writer reopens asynchronously: entries logged before it has are still
+	// written to the moved file, as with any logrotate "create" rotation.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("access log not reopened at its path 5s after the reopen signal")
+		}
+	}
+	obs.Observe(rec("/three"))
+	waitFor(path, "GET /three -> 200\n")
+	if b, _ := os.ReadFile(path + ".1"); strings.Contains(string(b), "/three") {
+		t.Errorf("entry after the reopen went to the rotated file")
+	}
+
+	if err := apply("%DOWNSTREAM_REMOTE_ADDRESS% %REQ(:PATH)%"); err != nil {
+		t.Fatal(err)
+	}
+	obs.Observe(rec("/four"))
+	waitFor(path, "10.0.0.1:5555 /four\n")
+}
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
