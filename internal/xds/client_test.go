@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -16,14 +17,25 @@ import (
 
 // downConn is a control plane that is down: every stream fails at once. It records
 // when the client tried.
-type downConn struct{ tries []time.Time }
+type downConn struct {
+	mu    sync.Mutex
+	tries []time.Time
+}
+
+func (d *downConn) times() []time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.tries)
+}
 
 func (d *downConn) Invoke(context.Context, string, any, any, ...grpc.CallOption) error {
 	return status.Error(codes.Unavailable, "down")
 }
 
 func (d *downConn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
+	d.mu.Lock()
 	d.tries = append(d.tries, time.Now())
+	d.mu.Unlock()
 	return nil, status.Error(codes.Unavailable, "control plane down")
 }
 
@@ -60,7 +72,7 @@ func TestReconnectBackoff(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error, 1)
 				go func() { done <- c.Run(ctx) }()
-				for len(conn.tries) <= len(tc.want) {
+				for len(conn.times()) <= len(tc.want) {
 					time.Sleep(100 * ms)
 					synctest.Wait()
 				}
@@ -69,9 +81,10 @@ func TestReconnectBackoff(t *testing.T) {
 					t.Errorf("Run = %v", err)
 				}
 				var got []time.Duration
+				tries := conn.times()
 				for i := 1; i <= len(tc.want); i++ {
 					// Jitter is a float factor: compare to the millisecond.
-					got = append(got, conn.tries[i].Sub(conn.tries[i-1]).Round(ms))
+					got = append(got, tries[i].Sub(tries[i-1]).Round(ms))
 				}
 				if !slices.Equal(got, tc.want) {
 					t.Errorf("retry delays = %v, want %v", got, tc.want)
