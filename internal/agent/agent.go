@@ -330,8 +330,16 @@ func (a *Agent) noteExpiry(now time.Time, cur *held) {
 	a.src.set(nil)
 }
 
-// rotate obtains a new certificate and installs it.
-func (a *Agent) rotate(ctx context.Context, now time.Time, cur *held) error {
+// rotate obtains a new certificate and installs it. Every attempt that ends without a
+// new certificate counts as a failure, wherever it failed (token file, CA, response), so
+// that an agent stuck before reaching the CA shows on the failure counter too.
+func (a *Agent) rotate(ctx context.Context, now time.Time, cur *held) (err error) {
+	installed := false
+	defer func() {
+		if !installed && err != nil && ctx.Err() == nil {
+			a.metricRotated(false)
+		}
+	}()
 	key, err := pki.GenerateKey(a.cfg.KeyType)
 	if err != nil {
 		return err
@@ -364,7 +372,6 @@ func (a *Agent) rotate(ctx context.Context, now time.Time, cur *held) error {
 	chain, err := a.ca.createCertificate(rctx, csr, a.cfg.CertTTL, cred)
 	cancel()
 	if err != nil {
-		a.metricRotated(false)
 		if errors.Is(err, ErrRejected) {
 			if cred.token != "" {
 				return fmt.Errorf("bootstrap with the token in %s: %w (put a fresh token there; it is read again on every attempt)", a.cfg.TokenFile, err)
@@ -379,7 +386,6 @@ func (a *Agent) rotate(ctx context.Context, now time.Time, cur *held) error {
 	received := a.cfg.Now()
 	svid, bundle, err := parseCertChain(chain, key, received)
 	if err != nil {
-		a.metricRotated(false)
 		return err
 	}
 	leaf := svid.Certificates[0]
@@ -401,6 +407,7 @@ func (a *Agent) rotate(ctx context.Context, now time.Time, cur *held) error {
 	// are in place for workloads that wait for it before reading them.
 	werr := a.writeOutput(h)
 	a.src.set(h)
+	installed = true
 	a.metricRotated(true)
 	if a.cfg.Metrics != nil {
 		a.cfg.Metrics.CertsChanged(leaf, bundle.X509Authorities())

@@ -219,17 +219,28 @@ func TestTokenFileProblems(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				f := newFakeCA(t, "cluster.local")
-				a, _, tokenFile := testAgent(t, f, nil)
+				m, err := NewMetrics(prometheus.NewRegistry(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, rec, tokenFile := testAgent(t, f, func(c *Config) { c.Metrics = m })
 				tc.setup(tokenFile)
 				runAgent(t, a)
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				err := a.WaitUntilReady(ctx)
+				err = a.WaitUntilReady(ctx)
 				cancel()
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("WaitUntilReady = %v, want an error containing %q", err, tc.wantErr)
 				}
 				if len(f.callLog()) != 0 {
 					t.Errorf("the CA was called without a token: %v", f.callLog())
+				}
+				// An agent stuck on its token file must show on the failure counter,
+				// one per logged attempt, or alerts on failures never fire for it.
+				synctest.Wait()
+				warns := len(rec.messages(slog.LevelWarn))
+				if got := testutil.ToFloat64(m.(*promMetrics).rotations.WithLabelValues("failure")); warns == 0 || got != float64(warns) {
+					t.Errorf("failure counter = %v after %d failed attempts, want one per attempt", got, warns)
 				}
 			})
 		})

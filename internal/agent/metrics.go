@@ -13,7 +13,9 @@ import (
 // Metrics receives what the agent reports. NewMetrics gives the standalone agent's
 // collectors; SidecarMetrics adapts the sidecar's shared ones.
 type Metrics interface {
-	// CertRotated counts one certificate request: ok is whether a usable certificate came back.
+	// CertRotated counts one attempt to obtain a certificate (bootstrap or renewal): ok is
+	// whether a usable certificate was installed. Attempts that fail before reaching the
+	// CA (an unreadable token file) count as failures too.
 	CertRotated(ok bool)
 	// CertsChanged reports the certificate now served and the trust bundle.
 	CertsChanged(leaf *x509.Certificate, roots []*x509.Certificate)
@@ -41,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer, now func() time.Time) (Metrics, error
 		expiry: metrics.NewCertExpiry("meshguard_cert", "the workload certificate and trust bundle roots the agent holds", now),
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshguard_cert_rotations_total",
-			Help: "Workload certificate requests to the CA, by result (success, failure).",
+			Help: "Attempts to obtain a workload certificate (bootstrap or renewal), by result (success, failure).",
 		}, []string{"result"}),
 	}
 	for _, c := range []prometheus.Collector{m.expiry, m.rotations} {
