@@ -137,6 +137,11 @@ func New(cfg Config) (*ControlPlane, error) {
 	if len(cfg.Operators) == 0 {
 		cfg.Operators = []identity.Identity{DefaultOperator(cfg.TrustDomain)}
 	}
+	// Check the flags before touching the data directory: a refused start must not leave
+	// a root (for a wrong trust domain, say) that the next start would silently reuse.
+	if err := checkFlags(cfg); err != nil {
+		return nil, err
+	}
 	cp := &ControlPlane{cfg: cfg, log: cfg.Logger}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("controlplane: data directory: %w", err)
@@ -196,6 +201,22 @@ func New(cfg Config) (*ControlPlane, error) {
 		SessionTicketsDisabled: true,
 	}
 	return cp, nil
+}
+
+// checkFlags validates what New would otherwise find wrong only after creating files.
+func checkFlags(cfg Config) error {
+	if err := (identity.Identity{TrustDomain: cfg.TrustDomain, Namespace: "x", ServiceAccount: "x"}).Validate(); err != nil {
+		return fmt.Errorf("controlplane: --trust-domain %q: %w", cfg.TrustDomain, err)
+	}
+	switch {
+	case cfg.WorkloadCertTTL < 0:
+		return fmt.Errorf("controlplane: --workload-cert-ttl %v: must be positive", cfg.WorkloadCertTTL)
+	case cfg.MaxWorkloadCertTTL < 0:
+		return fmt.Errorf("controlplane: --max-workload-cert-ttl %v: must be positive", cfg.MaxWorkloadCertTTL)
+	case cfg.WorkloadCertTTL > cfg.MaxWorkloadCertTTL:
+		return fmt.Errorf("controlplane: --workload-cert-ttl %v exceeds --max-workload-cert-ttl %v", cfg.WorkloadCertTTL, cfg.MaxWorkloadCertTTL)
+	}
+	return nil
 }
 
 func (cp *ControlPlane) loadCA() error {

@@ -500,3 +500,42 @@ func TestShutdownOnCancel(t *testing.T) {
 		t.Errorf("%d goroutines after shutdown, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// TestBadConfigLeavesNoState: flags that cannot work are refused before anything is
+// written, naming the flag; a later start with good flags must not inherit a root created
+// for a start that never happened (for the wrong trust domain, say).
+func TestBadConfigLeavesNoState(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  controlplane.Config
+		want string
+	}{
+		{"invalid trust domain", controlplane.Config{TrustDomain: "Bad Domain"}, "--trust-domain"},
+		{"trust domain as URI", controlplane.Config{TrustDomain: "spiffe://cluster.local"}, "--trust-domain"},
+		{"default ttl above max", controlplane.Config{WorkloadCertTTL: 100 * time.Hour, MaxWorkloadCertTTL: 24 * time.Hour}, "--workload-cert-ttl"},
+		{"negative max ttl", controlplane.Config{MaxWorkloadCertTTL: -time.Hour}, "--max-workload-cert-ttl"},
+		{"negative default ttl", controlplane.Config{WorkloadCertTTL: -time.Hour}, "--workload-cert-ttl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lis.Close()
+			cfg := tc.cfg
+			cfg.DataDir = filepath.Join(t.TempDir(), "data")
+			cfg.Listener = lis
+			if _, err := controlplane.New(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New(%s) = %v, want an error naming %s", tc.name, err, tc.want)
+			}
+			if _, err := os.Stat(cfg.DataDir); err == nil {
+				entries, _ := os.ReadDir(cfg.DataDir)
+				var names []string
+				for _, e := range entries {
+					names = append(names, e.Name())
+				}
+				t.Errorf("refused start left %s with %v; want nothing written", cfg.DataDir, names)
+			}
+		})
+	}
+}
