@@ -15,8 +15,11 @@
 // can only choose among those, never widen them. Views are computed once per snapshot
 // and (namespace, labels), hashed, and pushed only to streams whose view hash changed;
 // every push sends all subscribed types with the view's version, so a sidecar applies
-// a change spanning kinds at once. Per stream it tracks the last ACKed version and last
-// NACK per type and the certificate's expiry (the stream ends when it expires), and it
+// a change spanning kinds at once. Per stream it tracks the version the sidecar reports
+// having applied (the version_info of any request, an ACK whose nonce a newer push made
+// stale included) and the last NACK per type, and the certificate's expiry (the stream
+// ends when it expires; every stream ends with Unavailable when Run returns, so that a
+// graceful stop is not held up and sidecars reconnect), and it
 // serves that to operators as Istio's debug types over the same service:
 // istio.io/debug/syncz (CSDS ClientConfigs) and istio.io/debug/config_dump (the view a
 // workload's sidecar has ACKed). Only identities in ServerConfig.Operators may ask.
