@@ -41,19 +41,24 @@ func TestRotationSchedule(t *testing.T) {
 		runAgent(t, a)
 		mustReady(t, a, time.Minute)
 
-		var leaf *x509.Certificate
+		var leaf, prev *x509.Certificate
 		var got time.Time
 		for i := range 5 {
 			leaf = waitChange(t, a, leaf)
 			now := time.Now()
 			if i > 0 {
-				life := time.Hour // CertTTL; NotBefore is back-dated, so count from reception
+				// CertTTL is 1h, but NotAfter is encoded in whole seconds, so the lifetime
+				// is up to 1s shorter; NotBefore is back-dated, so count from reception.
+				life := prev.NotAfter.Sub(got)
+				if life > time.Hour || life <= time.Hour-time.Second {
+					t.Fatalf("certificate %d lives %s from reception, want CertTTL (1h) to the second", i-1, life)
+				}
 				early, late := got.Add(time.Duration(0.49*float64(life))), got.Add(time.Duration(0.51*float64(life)))
 				if now.Before(early) || now.After(late) {
-					t.Errorf("renewal %d at %s after the previous certificate, want between 29m24s and 30m36s", i, now.Sub(got))
+					t.Errorf("renewal %d at %s after the previous certificate, want between %s and %s (half of %s ± 1%%)", i, now.Sub(got), early.Sub(got), late.Sub(got), life)
 				}
 			}
-			got = now
+			got, prev = now, leaf
 			if id, _ := pki.SPIFFEIDFromCert(leaf); id.String() != "spiffe://cluster.local/ns/default/sa/web" {
 				t.Fatalf("certificate %d for %s, want the token's identity", i, id)
 			}
