@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
@@ -204,6 +205,15 @@ func parseMeta(r *reporter, v any, m *Meta, defaultNamespace string) {
 	}
 	m.Labels = stringMap(r, "metadata.labels", obj["labels"])
 	m.Annotations = stringMap(r, "metadata.annotations", obj["annotations"])
+	// Istio breaks ties between equally specific policies by age (policy.Meta.Older).
+	if ts := str("creationTimestamp"); ts != "" {
+		t, err := time.Parse(time.RFC3339, ts)
+		if err != nil {
+			r.errorf("metadata.creationTimestamp", "%q is not an RFC 3339 time such as 2024-05-01T12:00:00Z", ts)
+		} else {
+			m.CreationTime = t.UTC()
+		}
+	}
 }
 
 func stringMap(r *reporter, path string, v any) map[string]string {

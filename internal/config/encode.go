@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
@@ -65,6 +66,9 @@ func writeObject(buf *bytes.Buffer, o *Object) error {
 	}
 	if len(o.Annotations) > 0 {
 		meta["annotations"] = o.Annotations
+	}
+	if !o.CreationTime.IsZero() {
+		meta["creationTimestamp"] = o.CreationTime.UTC().Format(time.RFC3339)
 	}
 	if err := writeDoc(buf, map[string]any{
 		"apiVersion": apiVersions[o.Kind],
