@@ -3,9 +3,11 @@ package xds
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	mcp "istio.io/api/mcp/v1alpha1"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
@@ -69,8 +71,9 @@ func TypeOf(k config.Kind) string {
 }
 
 // EncodeObject wraps o as an MCP Resource (metadata name "namespace/name", version
-// o.ResourceVersion, labels and annotations; body an Any of the Istio spec) in an Any,
-// as it travels in DiscoveryResponse.resources.
+// o.ResourceVersion, creation time, labels and annotations; body an Any of the Istio
+// spec) in an Any, as it travels in DiscoveryResponse.resources. The creation time
+// travels because Istio settles competing objects by age.
 func EncodeObject(o *config.Object) (*anypb.Any, error) {
 	body, err := anypb.New(o.Spec)
 	if err != nil {
@@ -79,6 +82,9 @@ func EncodeObject(o *config.Object) (*anypb.Any, error) {
 	r := &mcp.Resource{
 		Metadata: &mcp.Metadata{Name: o.Key(), Version: o.ResourceVersion, Labels: o.Labels, Annotations: o.Annotations},
 		Body:     body,
+	}
+	if !o.CreationTime.IsZero() {
+		r.Metadata.CreateTime = timestamppb.New(o.CreationTime)
 	}
 	a, err := anypb.New(r)
 	if err != nil {
@@ -142,9 +148,16 @@ func DecodeObject(typeURL string, a *anypb.Any) (*config.Object, error) {
 	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 		return nil, fmt.Errorf("resource name %q is not namespace/name", md.GetName())
 	}
+	var created time.Time
+	if ct := md.GetCreateTime(); ct != nil {
+		if err := ct.CheckValid(); err != nil {
+			return nil, fmt.Errorf("resource %q: create_time: %w", md.GetName(), err)
+		}
+		created = ct.AsTime()
+	}
 	return &config.Object{Kind: ki.kind, Meta: config.Meta{
 		Namespace: ns, Name: name, Labels: md.GetLabels(), Annotations: md.GetAnnotations(),
-		ResourceVersion: md.GetVersion(), Source: config.Source{File: typeURL},
+		ResourceVersion: md.GetVersion(), CreationTime: created, Source: config.Source{File: typeURL},
 	}, Spec: spec}, nil
 }
 

@@ -44,10 +44,20 @@ type view struct {
 }
 
 // encKey identifies an object's encoding across snapshots: equal content gives an equal
-// ResourceVersion, so an unchanged object is not marshaled again.
+// ResourceVersion, so an unchanged object is not marshaled again. The creation time,
+// which the ResourceVersion does not cover, is part of the encoding too.
 type encKey struct {
 	kind     config.Kind
 	key, rev string
+	created  int64
+}
+
+func encKeyOf(o *config.Object) encKey {
+	var created int64
+	if !o.CreationTime.IsZero() {
+		created = o.CreationTime.UnixNano()
+	}
+	return encKey{o.Kind, o.Key(), o.ResourceVersion, created}
 }
 
 // newState indexes snap and encodes every object it pushes, reusing prev's encodings
@@ -61,14 +71,14 @@ func newState(snap *config.Snapshot, prev *state) (*state, error) {
 	old := map[encKey]*anypb.Any{}
 	if prev != nil {
 		for o, a := range prev.enc {
-			old[encKey{o.Kind, o.Key(), o.ResourceVersion}] = a
+			old[encKeyOf(o)] = a
 		}
 	}
 	for _, o := range snap.Objects {
 		if TypeOf(o.Kind) == "" {
 			continue
 		}
-		a := old[encKey{o.Kind, o.Key(), o.ResourceVersion}]
+		a := old[encKeyOf(o)]
 		if a == nil {
 			var err error
 			if a, err = EncodeObject(o); err != nil {
@@ -183,6 +193,10 @@ func (st *state) compute(w policy.Workload) *view {
 		for i, o := range objs {
 			as[i] = st.enc[o]
 			fmt.Fprintf(h, "%s\x00%s\x00%s\x00", t, o.Key(), o.ResourceVersion)
+			if !o.CreationTime.IsZero() {
+				// A recreated object (same content, newer) may rank differently.
+				fmt.Fprintf(h, "%d\x00", o.CreationTime.UnixNano())
+			}
 		}
 		v.res[t] = as
 		v.objects = append(v.objects, objs...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -156,6 +157,11 @@ func FuzzDecodeObject(f *testing.F) {
 		}
 		f.Add(TypeOf(o.Kind), a.GetValue())
 	}
+	aged := *snap.Objects[0]
+	aged.CreationTime = time.Date(2024, 5, 6, 7, 8, 9, 10, time.UTC)
+	if a, err := EncodeObject(&aged); err == nil {
+		f.Add(TypeOf(aged.Kind), a.GetValue())
+	}
 	f.Add(TypeAuthorizationPolicy, []byte{0x0a, 0x03, 0x0a, 0x01, 'x'})
 	f.Fuzz(func(t *testing.T, typeURL string, value []byte) {
 		a := &anypb.Any{TypeUrl: "type.googleapis.com/istio.mcp.v1alpha1.Resource", Value: value}
@@ -177,8 +183,47 @@ func FuzzDecodeObject(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-decode: %v", err)
 		}
-		if o2.Key() != o.Key() || o2.ResourceVersion != o.ResourceVersion || !proto.Equal(o2.Spec, o.Spec) {
+		if o2.Key() != o.Key() || o2.ResourceVersion != o.ResourceVersion || !o2.CreationTime.Equal(o.CreationTime) || !proto.Equal(o2.Spec, o.Spec) {
 			t.Fatalf("round trip changed the object: %+v -> %+v", o, o2)
 		}
 	})
+}
+
+// TestCreationTimeTravels: Istio settles competing objects by age, so the creation time
+// reaches the sidecar, and an object recreated with the same content changes the view.
+func TestCreationTimeTravels(t *testing.T) {
+	snap, _, err := (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "v.yaml", Data: []byte(viewYAML)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Date(2024, 5, 6, 7, 8, 9, 10, time.UTC)
+	objs := make([]*config.Object, len(snap.Objects))
+	for i, o := range snap.Objects {
+		c := *o
+		c.CreationTime = created
+		objs[i] = &c
+	}
+	a, err := EncodeObject(objs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeObject(TypeOf(objs[0].Kind), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.CreationTime.Equal(created) {
+		t.Errorf("DecodeObject(EncodeObject(o)).CreationTime = %v, want %v", got.CreationTime, created)
+	}
+	w := policy.Workload{Namespace: objs[0].Namespace, Labels: map[string]string{}}
+	before, err := newState(snap, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := newState(config.NewSnapshot(objs, snap.Mesh), before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vb, va := before.viewFor(w), after.viewFor(w); vb.version == va.version {
+		t.Errorf("view version %s unchanged after every object was recreated", va.version)
+	}
 }
