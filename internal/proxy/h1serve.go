@@ -62,6 +62,12 @@ func skipExpect(name []byte) bool { return equalFoldASCII(name, "expect") }
 
 func skipInbound(name []byte) bool { return isXFCC(name) || equalFoldASCII(name, "expect") }
 
+// The downstream's "Connection: close" is hop-by-hop: it closes the downstream
+// connection after this response, not the pooled upstream one, so it is not forwarded.
+func skipExpectConn(name []byte) bool { return skipExpect(name) || equalFoldASCII(name, "connection") }
+
+func skipInboundConn(name []byte) bool { return skipInbound(name) || equalFoldASCII(name, "connection") }
+
 // exchange forwards one request and its response; it reports whether the downstream
 // connection may carry another request.
 func (ex *h1Exchange) exchange(ctx context.Context) bool {
@@ -83,6 +89,9 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 	var up *upConn
 	var err error
 	skip := skipExpect
+	if req.close && !req.upgrade {
+		skip = skipExpectConn
+	}
 	extra := ""
 	if cs.dir == Inbound {
 		ar := &ex.ar
@@ -110,6 +119,9 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 			return simpleResponse(ex.bw, status, body, hasBody) == nil && !hasBody
 		}
 		skip = skipInbound
+		if req.close && !req.upgrade {
+			skip = skipInboundConn
+		}
 		extra = cs.xfccHeader
 		app := cs.app
 		if cs.hostRouted {
@@ -175,8 +187,12 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 	}
 	resp := &ex.resp
 	rec.Status = resp.status
-	writeHead(ex.bw, resp, nil, "")
-	reusable := !resp.close && !req.close
+	respExtra := ""
+	if req.close && !resp.close {
+		respExtra = "connection: close\r\n" // the downstream asked to close after this one
+	}
+	writeHead(ex.bw, resp, nil, respExtra)
+	reusable := !resp.close // the upstream connection; the downstream also needs !req.close
 	switch {
 	case resp.status == 101:
 		if err := ex.bw.Flush(); err != nil {
@@ -217,7 +233,7 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 	} else {
 		up.discard()
 	}
-	return reusable
+	return reusable && !req.close
 }
 
 func (ex *h1Exchange) sendRequest(up *upConn, skip func([]byte) bool, extra string, hasBody bool) error {

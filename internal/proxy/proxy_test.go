@@ -222,6 +222,40 @@ func testSidecarPairHTTP1(t *testing.T, h2up bool) {
 			t.Errorf("server sidecar has %d connections after 20 sequential requests, was %d: upstream not pooled", after, before)
 		}
 	})
+	t.Run("Connection: close downstream keeps the upstream connection pooled", func(t *testing.T) {
+		var before int64
+		for _, ci := range pr.server.Proxy.Connections() {
+			if ci.Direction == "inbound" {
+				before = ci.Requests
+			}
+		}
+		for i := range 5 {
+			c, br := rawConn(t, pr.outboundAddr)
+			fmt.Fprintf(c, "GET /close/%d HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n", i)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body) //nolint:errcheck
+			if resp.StatusCode != 200 || !resp.Close {
+				t.Errorf("request %d = %d, close %v; want 200 and the downstream connection closed", i, resp.StatusCode, resp.Close)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Errorf("request %d: downstream connection still open after Connection: close (%v)", i, err)
+			}
+		}
+		// One upstream connection carried all five: closed ones would have vanished
+		// from the listing, so count its requests.
+		var inbound []proxy.ConnInfo
+		for _, ci := range pr.server.Proxy.Connections() {
+			if ci.Direction == "inbound" {
+				inbound = append(inbound, ci)
+			}
+		}
+		if len(inbound) != 1 || inbound[0].Requests-before < 5 {
+			t.Errorf("server sidecar inbound connections %+v; want one that carried the 5 requests (had %d before)", inbound, before)
+		}
+	})
 	if h2up {
 		t.Run("concurrent downstream connections share one HTTP/2 connection", func(t *testing.T) {
 			var wg sync.WaitGroup
