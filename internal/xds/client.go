@@ -141,6 +141,19 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
+// sendError is the reason a client stream's Send failed: gRPC reports a stream the
+// server ended (refused the certificate, say) as io.EOF on Send, and the status only
+// on Recv.
+func sendError(st grpc.ClientStream, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	if rerr := st.RecvMsg(new(discovery.DiscoveryResponse)); rerr != nil && !errors.Is(rerr, io.EOF) {
+		return rerr
+	}
+	return err
+}
+
 // jittered returns d scaled by a factor drawn from r, uniform in [0.8, 1.2). Should r
 // fail, d is returned unscaled.
 func jittered(d time.Duration, r io.Reader) time.Duration {
@@ -179,7 +192,7 @@ func (c *Client) stream(ctx context.Context) (delivered bool, err error) {
 			req.Node = node
 		}
 		if err := st.Send(req); err != nil {
-			return false, fmt.Errorf("subscribe %s: %w", t, err)
+			return false, fmt.Errorf("subscribe %s: %w", t, sendError(st, err))
 		}
 	}
 	c.mu.Lock()
@@ -230,7 +243,7 @@ func (c *Client) apply(ctx context.Context, st grpc.BidiStreamingClient[discover
 			req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: verr.Error()}
 		}
 		if err := st.Send(req); err != nil {
-			return fmt.Errorf("xds: ack %s: %w", t, err)
+			return fmt.Errorf("xds: ack %s: %w", t, sendError(st, err))
 		}
 	}
 	now := c.cfg.Now()

@@ -224,7 +224,7 @@ func fetch(ctx context.Context, cc grpc.ClientConnInterface, typeURL string, nam
 		return nil, fmt.Errorf("open xds stream: %w", err)
 	}
 	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "meshguard-ctl"}, TypeUrl: typeURL, ResourceNames: names}); err != nil {
-		return nil, fmt.Errorf("request %s: %w", typeURL, err)
+		return nil, fmt.Errorf("request %s: %w", typeURL, sendError(st, err))
 	}
 	resp, err := st.Recv()
 	if err != nil {
