@@ -464,3 +464,31 @@ func TestNACKWithRotation(t *testing.T) {
 		t.Fatal("nonce reused")
 	}
 }
+
+// TestPluginCAWithTwoRoots: a control plane signing with a plug-in intermediate whose
+// root-cert.pem holds two roots (mid root rotation) hands the agent both, and SDS serves
+// both as ROOTCA; the workload chain carries the intermediate.
+func TestPluginCAWithTwoRoots(t *testing.T) {
+	old, next := meshtest.NewCA(t, "cluster.local"), meshtest.NewCA(t, "cluster.local")
+	dir := old.WriteIntermediateDir(t)
+	bundle := append(old.RootPEM(), next.RootPEM()...)
+	if err := os.WriteFile(filepath.Join(dir, pki.RootCertFile), bundle, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cp := meshtest.StartControlPlane(t, meshtest.ControlPlaneOptions{CACertsDir: dir})
+	a := meshtest.StartAgent(t, cp, meshtest.AgentOptions{})
+	u := meshtest.WatchSDS(t, a.SDSSocket, sds.WorkloadResource, sds.RootResource).Next(10 * time.Second)
+	if len(u.Roots) != 2 || !u.Roots[0].Equal(old.Root) || !u.Roots[1].Equal(next.Root) {
+		t.Fatalf("ROOTCA holds %d roots, want the old and the next root of root-cert.pem", len(u.Roots))
+	}
+	if len(u.Chain) != 2 || !u.Chain[1].IsCA {
+		t.Fatalf("default chain holds %d certificates, want the leaf and the plug-in intermediate", len(u.Chain))
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(old.Root)
+	inter := x509.NewCertPool()
+	inter.AddCert(u.Chain[1])
+	if _, err := u.Chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("workload certificate does not chain to the signing root: %v", err)
+	}
+}
