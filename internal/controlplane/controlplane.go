@@ -282,8 +282,18 @@ func (cp *ControlPlane) renewServing() error {
 	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
 		req.IPAddresses = []net.IP{ip}
 	} else {
-		// Listening on every address: loopback is what local clients dial.
+		// Listening on every address: local clients dial loopback, remote agents one of
+		// the host's addresses, and each verifies the address it dialled.
 		req.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			cp.log.Warn("serving certificate names loopback only: cannot list the host's addresses", "error", err)
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.IsGlobalUnicast() {
+				req.IPAddresses = append(req.IPAddresses, n.IP)
+			}
+		}
 	}
 	chain, err := cp.authority.Sign(context.Background(), req)
 	if err != nil {

@@ -539,3 +539,47 @@ func TestBadConfigLeavesNoState(t *testing.T) {
 		})
 	}
 }
+
+// TestServingCertificateOnEveryAddress: listening on 0.0.0.0, the serving certificate
+// names the host's own addresses too, so that an agent given --controlplane <host IP>
+// verifies it (the connection here still goes to loopback; only the name checked differs).
+func TestServingCertificateOnEveryAddress(t *testing.T) {
+	var hostIP net.IP
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.IsGlobalUnicast() {
+			hostIP = n.IP
+			break
+		}
+	}
+	if hostIP == nil {
+		t.Skip("no non-loopback unicast address on this host")
+	}
+	lis, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := controlplane.New(controlplane.Config{DataDir: t.TempDir(), Listener: lis})
+	if err != nil {
+		lis.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cp.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	pool := x509.NewCertPool()
+	for _, r := range cp.TrustBundle() {
+		pool.AddCert(r)
+	}
+	_, port, _ := net.SplitHostPort(lis.Addr().String())
+	for _, name := range []string{"127.0.0.1", hostIP.String()} {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", net.JoinHostPort("127.0.0.1", port),
+			&tls.Config{RootCAs: pool, ServerName: name})
+		if err != nil {
+			t.Errorf("serving certificate on 0.0.0.0 checked as %q: %v", name, err)
+			continue
+		}
+		conn.Close()
+	}
+}
