@@ -66,7 +66,9 @@ func skipInbound(name []byte) bool { return isXFCC(name) || equalFoldASCII(name,
 // connection after this response, not the pooled upstream one, so it is not forwarded.
 func skipExpectConn(name []byte) bool { return skipExpect(name) || equalFoldASCII(name, "connection") }
 
-func skipInboundConn(name []byte) bool { return skipInbound(name) || equalFoldASCII(name, "connection") }
+func skipInboundConn(name []byte) bool {
+	return skipInbound(name) || equalFoldASCII(name, "connection")
+}
 
 // exchange forwards one request and its response; it reports whether the downstream
 // connection may carry another request.
