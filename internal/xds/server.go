@@ -147,6 +147,7 @@ type conn struct {
 	nodeID     string
 	caller     identity.Identity
 	workload   policy.Workload
+	viewKey    string            // viewKey(workload), which never changes on a stream
 	cert       *x509.Certificate // verified leaf, nil without one
 	certExpiry time.Time
 	connected  time.Time
@@ -268,6 +269,7 @@ func (s *Server) serveSidecar(ctx context.Context, stream discovery.AggregatedDi
 	if c.workload.Name == "" {
 		c.workload.Name = id.ServiceAccount
 	}
+	c.viewKey = viewKey(c.workload)
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
@@ -396,7 +398,7 @@ func (c *conn) allAcked(version string) bool {
 // with one version lets the sidecar apply a change across types at once.
 func (s *Server) push(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, c *conn) error {
 	st := s.cur.Load()
-	v := st.viewFor(c.workload)
+	v := st.viewOf(c.viewKey, c.workload)
 	c.mu.Lock()
 	if c.sent != nil && c.sent.version == v.version {
 		c.mu.Unlock()
@@ -423,7 +425,7 @@ func (s *Server) push(stream discovery.AggregatedDiscoveryService_StreamAggregat
 func (s *Server) send(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, c *conn, t string) error {
 	c.mu.Lock()
 	if c.sent == nil {
-		c.sent = s.cur.Load().viewFor(c.workload)
+		c.sent = s.cur.Load().viewOf(c.viewKey, c.workload)
 	}
 	v := c.sent
 	nonce := strconv.FormatUint(s.nonce.Add(1), 36)

@@ -35,12 +35,12 @@ type state struct {
 }
 
 // view is the config one workload receives: per type URL the encoded resources, and
-// the objects behind them (for config dumps). It is immutable.
+// the objects behind them (for config dumps). It is immutable, and may be shared by
+// the states of several snapshots.
 type view struct {
 	version string
 	res     map[string][]*anypb.Any
 	objects []*config.Object
-	state   *state
 }
 
 // encKey identifies an object's encoding across snapshots: equal content gives an equal
@@ -61,7 +61,7 @@ func encKeyOf(o *config.Object) encKey {
 }
 
 // newState indexes snap and encodes every object it pushes, reusing prev's encodings
-// of unchanged objects.
+// of unchanged objects, and prev's views of the namespaces the change cannot affect.
 func newState(snap *config.Snapshot, prev *state) (*state, error) {
 	st := &state{
 		snap: snap, index: policy.NewIndex(snap), enc: make(map[*config.Object]*anypb.Any, len(snap.Objects)),
@@ -74,11 +74,31 @@ func newState(snap *config.Snapshot, prev *state) (*state, error) {
 			old[encKeyOf(o)] = a
 		}
 	}
+	// What changed since prev, for carrying views over: namespaces of changed
+	// namespace-scoped policies; anything else (the registry, exportTo, the root
+	// namespace, the mesh config) may change any view.
+	kept := make(map[encKey]bool, len(old))
+	changedNS := map[string]bool{}
+	changedAll := prev == nil
+	changed := func(o *config.Object) {
+		switch o.Kind {
+		case config.KindAuthorizationPolicy, config.KindRequestAuthentication, config.KindPeerAuthentication:
+			changedNS[o.Namespace] = true
+		default:
+			changedAll = true
+		}
+	}
 	for _, o := range snap.Objects {
 		if TypeOf(o.Kind) == "" {
 			continue
 		}
-		a := old[encKeyOf(o)]
+		k := encKeyOf(o)
+		a := old[k]
+		if a != nil {
+			kept[k] = true
+		} else if prev != nil {
+			changed(o)
+		}
 		if a == nil {
 			var err error
 			if a, err = EncodeObject(o); err != nil {
@@ -103,8 +123,33 @@ func newState(snap *config.Snapshot, prev *state) (*state, error) {
 	}
 	sum := sha256.Sum256(mb)
 	st.meshV = hex.EncodeToString(sum[:8])
-	if st.mesh, err = EncodeMesh(snap.Mesh, st.meshV); err != nil {
+	if prev != nil && prev.meshV == st.meshV {
+		st.mesh = prev.mesh // the same bytes, so that carried views and new ones agree
+	} else if st.mesh, err = EncodeMesh(snap.Mesh, st.meshV); err != nil {
 		return nil, err
+	}
+	if prev != nil {
+		for o := range prev.enc {
+			if !kept[encKeyOf(o)] {
+				changed(o) // removed
+			}
+		}
+		if prev.meshV != st.meshV || prev.rootNS != st.rootNS || changedNS[st.rootNS] {
+			changedAll = true
+		}
+	}
+	if !changedAll {
+		// A workload's view holds its namespace's and the root namespace's policies
+		// and the registry: when only other namespaces' policies changed, its view
+		// is the same one, and its stream finds nothing to push without computing it.
+		prev.mu.Lock()
+		for k, v := range prev.views {
+			ns, _, _ := strings.Cut(k, "\x00")
+			if !changedNS[ns] {
+				st.views[k] = v
+			}
+		}
+		prev.mu.Unlock()
 	}
 	return st, nil
 }
@@ -124,8 +169,10 @@ func viewKey(w policy.Workload) string {
 // viewFor returns the view of workload w. Only w.Namespace and w.Labels matter: the
 // namespace comes from the verified certificate, and labels only choose among objects
 // that namespace and the root namespace hold, or that are exported to everyone.
-func (st *state) viewFor(w policy.Workload) *view {
-	k := viewKey(w)
+func (st *state) viewFor(w policy.Workload) *view { return st.viewOf(viewKey(w), w) }
+
+// viewOf is viewFor with w's viewKey k computed by the caller (once per stream).
+func (st *state) viewOf(k string, w policy.Workload) *view {
 	st.mu.Lock()
 	v := st.views[k]
 	st.mu.Unlock()
@@ -182,7 +229,7 @@ func (st *state) compute(w policy.Workload) *view {
 			}
 		}
 	}
-	v := &view{res: map[string][]*anypb.Any{TypeMeshConfig: {st.mesh}}, state: st}
+	v := &view{res: map[string][]*anypb.Any{TypeMeshConfig: {st.mesh}}}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00", TypeMeshConfig, st.meshV)
 	for _, t := range Types[1:] {

@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -225,5 +226,89 @@ func TestCreationTimeTravels(t *testing.T) {
 	}
 	if vb, va := before.viewFor(w), after.viewFor(w); vb.version == va.version {
 		t.Errorf("view version %s unchanged after every object was recreated", va.version)
+	}
+}
+
+// TestViewsCarriedOver: a new snapshot reuses the previous state's views of namespaces
+// the change cannot affect, and every view, carried or not, is exactly the one a fresh
+// state computes.
+func TestViewsCarriedOver(t *testing.T) {
+	base, _, err := (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "v.yaml", Data: []byte(viewYAML)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	workloads := []policy.Workload{
+		{Namespace: "a", Labels: map[string]string{"app": "web"}},
+		{Namespace: "a", Labels: map[string]string{"app": "db"}},
+		{Namespace: "b"},
+		{Namespace: "c"},
+		{Namespace: "d", Labels: map[string]string{"app": "db"}},
+	}
+	const extra = `
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: NAME, namespace: NS}
+spec: {selector: {matchLabels: {app: db}}, rules: [{}]}
+`
+	policyIn := func(ns string) string {
+		return viewYAML + strings.NewReplacer("NAME", "new", "NS", ns).Replace(extra)
+	}
+	for _, tc := range []struct {
+		name string
+		yaml string
+		// carried are the namespaces whose views must be reused.
+		carried []string
+	}{
+		{"policy in a", policyIn("a"), []string{"b", "c", "d"}},
+		{"policy in d", policyIn("d"), []string{"a", "b", "c"}},
+		{"policy removed from a", strings.Replace(viewYAML, "kind: RequestAuthentication\nmetadata: {name: jwt, namespace: a}", "kind: RequestAuthentication\nmetadata: {name: jwt, namespace: e}", 1), []string{"b", "c", "d"}},
+		{"policy in the root namespace", policyIn("istio-system"), nil},
+		{"destination rule", strings.Replace(viewYAML, `exportTo: ["a"]`, `exportTo: ["c"]`, 1), nil},
+		{"mesh config", viewYAML + "---\napiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nspec: {meshConfig: {defaultServiceExportTo: [\".\"]}}\n", nil},
+		{"nothing", viewYAML, []string{"a", "b", "c", "d"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prev, err := newState(base, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := map[string]*view{}
+			for _, w := range workloads {
+				before[viewKey(w)] = prev.viewFor(w)
+			}
+			snap, _, err := (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "v.yaml", Data: []byte(tc.yaml)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			next, err := newState(snap, prev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fresh, err := newState(snap, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range workloads {
+				got, want := next.viewFor(w), fresh.viewFor(w)
+				if got.version != want.version || !slices.Equal(viewKeys(got), viewKeys(want)) {
+					t.Errorf("%s %v: view %s %v, a fresh state computes %s %v", w.Namespace, w.Labels, got.version, viewKeys(got), want.version, viewKeys(want))
+				}
+				for typ, res := range want.res {
+					if len(got.res[typ]) != len(res) {
+						t.Errorf("%s %v: %d %s resources, want %d", w.Namespace, w.Labels, len(got.res[typ]), typ, len(res))
+						continue
+					}
+					for i := range res {
+						if !proto.Equal(got.res[typ][i], res[i]) {
+							t.Errorf("%s %v: %s resource %d differs from a fresh state's", w.Namespace, w.Labels, typ, i)
+						}
+					}
+				}
+				if carried := got == before[viewKey(w)]; carried != slices.Contains(tc.carried, w.Namespace) {
+					t.Errorf("%s %v: view carried over = %v, want %v", w.Namespace, w.Labels, carried, !carried)
+				}
+			}
+		})
 	}
 }
