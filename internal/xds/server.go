@@ -103,7 +103,13 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.stop()
 	for snap := range s.cfg.Store.Watch(ctx) {
 		start := time.Now()
-		st, err := newState(snap, s.cur.Load())
+		s.mu.Lock()
+		live := make(map[string]bool, len(s.conns))
+		for c := range s.conns {
+			live[c.viewKey] = true
+		}
+		s.mu.Unlock()
+		st, err := newState(snap, s.cur.Load(), live)
 		if err != nil {
 			// Encoding a validated snapshot cannot fail short of a bug; keep serving the
 			// previous one rather than push something partial.

@@ -61,8 +61,10 @@ func encKeyOf(o *config.Object) encKey {
 }
 
 // newState indexes snap and encodes every object it pushes, reusing prev's encodings
-// of unchanged objects, and prev's views of the namespaces the change cannot affect.
-func newState(snap *config.Snapshot, prev *state) (*state, error) {
+// of unchanged objects, and prev's views of the namespaces the change cannot affect
+// that live holds (the view keys of connected streams; nil means all), so that views
+// of sidecars gone do not pile up.
+func newState(snap *config.Snapshot, prev *state, live map[string]bool) (*state, error) {
 	st := &state{
 		snap: snap, index: policy.NewIndex(snap), enc: make(map[*config.Object]*anypb.Any, len(snap.Objects)),
 		peer: map[string][]*config.Object{}, wes: map[string][]*config.Object{}, views: map[string]*view{},
@@ -145,7 +147,7 @@ func newState(snap *config.Snapshot, prev *state) (*state, error) {
 		prev.mu.Lock()
 		for k, v := range prev.views {
 			ns, _, _ := strings.Cut(k, "\x00")
-			if !changedNS[ns] {
+			if !changedNS[ns] && (live == nil || live[k]) {
 				st.views[k] = v
 			}
 		}

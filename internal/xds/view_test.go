@@ -97,7 +97,7 @@ func TestViewSelection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := newState(snap, nil)
+	st, err := newState(snap, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestViewSelection(t *testing.T) {
 	}
 	// The version is a function of content: a new state of the same snapshot gives
 	// the same versions; a change to one namespace changes only its views.
-	st2, err := newState(snap, st)
+	st2, err := newState(snap, st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,11 +216,11 @@ func TestCreationTimeTravels(t *testing.T) {
 		t.Errorf("DecodeObject(EncodeObject(o)).CreationTime = %v, want %v", got.CreationTime, created)
 	}
 	w := policy.Workload{Namespace: objs[0].Namespace, Labels: map[string]string{}}
-	before, err := newState(snap, nil)
+	before, err := newState(snap, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	after, err := newState(config.NewSnapshot(objs, snap.Mesh), before)
+	after, err := newState(config.NewSnapshot(objs, snap.Mesh), before, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ spec: {selector: {matchLabels: {app: db}}, rules: [{}]}
 		{"nothing", viewYAML, []string{"a", "b", "c", "d"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			prev, err := newState(base, nil)
+			prev, err := newState(base, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -281,11 +281,11 @@ spec: {selector: {matchLabels: {app: db}}, rules: [{}]}
 			if err != nil {
 				t.Fatal(err)
 			}
-			next, err := newState(snap, prev)
+			next, err := newState(snap, prev, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			fresh, err := newState(snap, nil)
+			fresh, err := newState(snap, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -310,5 +310,31 @@ spec: {selector: {matchLabels: {app: db}}, rules: [{}]}
 				}
 			}
 		})
+	}
+}
+
+// TestViewsCarriedOnlyWhenLive: views of workloads no stream holds any more are not
+// carried into the next state, so they do not pile up while sidecars come and go.
+func TestViewsCarriedOnlyWhenLive(t *testing.T) {
+	snap, _, err := (&config.Loader{}).LoadFiles(context.Background(), config.File{Name: "v.yaml", Data: []byte(viewYAML)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, err := newState(snap, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, stays := policy.Workload{Namespace: "c"}, policy.Workload{Namespace: "d"}
+	prev.viewFor(gone)
+	kept := prev.viewFor(stays)
+	next, err := newState(snap, prev, map[string]bool{viewKey(stays): true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := next.views[viewKey(gone)]; ok {
+		t.Errorf("the view of a workload without a stream was carried over")
+	}
+	if next.views[viewKey(stays)] != kept {
+		t.Errorf("the view of a connected workload was not carried over")
 	}
 }
