@@ -263,9 +263,11 @@ func NewSnapshot(objs []*Object, mesh *meshv1alpha1.MeshConfig) *Snapshot {
 	})
 	h := sha256.New()
 	for _, o := range objs {
-		sum := objectHash(o)
-		o.ResourceVersion = hex.EncodeToString(sum[:8])
-		h.Write(sum[:])
+		if o.sum == ([32]byte{}) {
+			o.sum = objectHash(o)
+			o.ResourceVersion = hex.EncodeToString(o.sum[:8])
+		}
+		h.Write(o.sum[:])
 	}
 	mb, _ := proto.MarshalOptions{Deterministic: true}.Marshal(mesh)
 	h.Write(mb)
@@ -275,7 +277,12 @@ func NewSnapshot(objs []*Object, mesh *meshv1alpha1.MeshConfig) *Snapshot {
 func objectHash(o *Object) [32]byte {
 	var b bytes.Buffer
 	// JSON encoding sorts map keys, which makes labels and annotations deterministic.
-	hdr, _ := json.Marshal([]any{o.Kind, o.Namespace, o.Name, o.Labels, o.Annotations})
+	fields := []any{o.Kind, o.Namespace, o.Name, o.Labels, o.Annotations}
+	if !o.CreationTime.IsZero() {
+		// Age decides ties between policies, so it is content.
+		fields = append(fields, o.CreationTime)
+	}
+	hdr, _ := json.Marshal(fields)
 	b.Write(hdr)
 	spec, _ := proto.MarshalOptions{Deterministic: true}.Marshal(o.Spec)
 	b.Write(spec)

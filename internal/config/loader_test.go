@@ -378,7 +378,8 @@ func roundTrip(t testing.TB, a *Snapshot) {
 	if err != nil {
 		t.Fatalf("loading Encode() output = %v\n%s", err, enc)
 	}
-	opts := cmp.Options{protocmp.Transform(), cmp.FilterPath(func(p cmp.Path) bool {
+	// AllowUnexported: the cached content hashes must agree too.
+	opts := cmp.Options{protocmp.Transform(), cmp.AllowUnexported(Object{}), cmp.FilterPath(func(p cmp.Path) bool {
 		return p.Last().String() == ".Source"
 	}, cmp.Ignore())}
 	if diff := cmp.Diff(a.Objects, b.Objects, opts); diff != "" {

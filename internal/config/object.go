@@ -78,6 +78,12 @@ type Object struct {
 	Kind Kind
 	Meta
 	Spec proto.Message
+
+	// sum caches the content hash NewSnapshot computes, so that rebuilding a snapshot
+	// around unchanged objects (a reload of one file among thousands, a push that
+	// changes a few resources) does not re-marshal them. Copies of an Object keep it;
+	// an Object must not be changed after it has been in a Snapshot.
+	sum [32]byte
 }
 
 // PeerAuthentication returns the object's spec, or nil when it is another kind.
