@@ -97,13 +97,45 @@ func RunProcess(ctx context.Context, pc ProcessConfig) error {
 	if err != nil {
 		return err
 	}
-	cfg.Store = store
+	cfg.Store = afterCertificate{ConfigStore: store, run: store, certs: a.Source()}
 	return Run(ctx, cfg)
+}
+
+// certReadiness is what afterCertificate needs from the agent's Source.
+type certReadiness interface {
+	Ready() bool
+	Updated() <-chan struct{}
+}
+
+var _ certReadiness = (*agent.Source)(nil)
+
+// afterCertificate runs the push client only once the agent holds a certificate: the
+// stream authenticates with it, so a stream opened earlier is refused and the client
+// backs off, which delayed every sidecar start by up to its backoff. Until the first
+// push is applied the sidecar reports not ready, as before.
+type afterCertificate struct {
+	config.ConfigStore
+	run   Runner
+	certs certReadiness
+}
+
+func (s afterCertificate) Run(ctx context.Context) error {
+	for {
+		changed := s.certs.Updated() // before Ready, so that no change is missed
+		if s.certs.Ready() {
+			return s.run.Run(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
 }
 
 // NewPushStore is the configuration store fed by the control plane's push for the
 // workload of pc.
-func NewPushStore(conn grpc.ClientConnInterface, pc ProcessConfig) (config.ConfigStore, error) {
+func NewPushStore(conn grpc.ClientConnInterface, pc ProcessConfig) (*xds.Client, error) {
 	w := pc.Sidecar.Workload
 	ip := pc.NodeIP
 	if ip == "" {
