@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -11,13 +10,8 @@ import (
 	"github.com/meshguard/meshguard/internal/config/legacy"
 )
 
-type convertOptions struct {
-	files            []string
-	defaultNamespace string
-}
-
 func newConvertCmd(env *cmdenv.Env) *cobra.Command {
-	var o convertOptions
+	var o configInput
 	c := &cobra.Command{
 		Use:   "convert -f FILE_OR_DIR [-f FILE_OR_DIR]...",
 		Short: "Convert Istio 1.0 authentication policies (Policy, MeshPolicy) to today's API",
@@ -43,26 +37,17 @@ bad usage or an unreadable path.`,
   meshguard ctl convert -f policy.yaml -f customer-service.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(o.files) == 0 {
-				return cmdenv.Exit(2, errors.New("convert: give at least one -f FILE_OR_DIR"))
+			if err := o.check("convert"); err != nil {
+				return err
 			}
 			files, err := config.ReadFiles(cmd.Context(), o.files...)
 			if err != nil {
 				return cmdenv.Exit(2, err)
 			}
 			convs, warnings, err := legacy.Convert(cmd.Context(), config.Loader{DefaultNamespace: o.defaultNamespace}, files...)
-			for _, w := range warnings {
-				fmt.Fprintf(env.Stderr, "warning: %s\n", w)
-			}
-			var problems config.Problems
-			switch {
-			case errors.As(err, &problems):
-				for _, p := range problems {
-					fmt.Fprintln(env.Stderr, p)
-				}
-				return cmdenv.Exit(1, nil)
-			case err != nil:
-				return cmdenv.Exit(2, err)
+			// Problems go to stderr: stdout carries only the converted YAML.
+			if err := reportLoad(env, env.Stderr, warnings, err); err != nil {
+				return err
 			}
 			if len(convs) == 0 {
 				fmt.Fprintf(env.Stderr, "no %s Policy or MeshPolicy in the input; nothing to convert\n", legacy.APIVersion)
@@ -76,7 +61,6 @@ bad usage or an unreadable path.`,
 			return err
 		},
 	}
-	c.Flags().StringArrayVarP(&o.files, "filename", "f", nil, "file or directory of Istio YAML (repeatable)")
-	c.Flags().StringVar(&o.defaultNamespace, "namespace", "default", "namespace for objects whose metadata has none")
+	o.addFlags(c)
 	return c
 }

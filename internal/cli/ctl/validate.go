@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -11,13 +10,8 @@ import (
 	"github.com/meshguard/meshguard/internal/config/legacy"
 )
 
-type validateOptions struct {
-	files            []string
-	defaultNamespace string
-}
-
 func newValidateCmd(env *cmdenv.Env) *cobra.Command {
-	var o validateOptions
+	var o configInput
 	c := &cobra.Command{
 		Use:   "validate -f FILE_OR_DIR [-f FILE_OR_DIR]...",
 		Short: "Validate Istio security configuration the way Istio's webhook does",
@@ -38,29 +32,18 @@ path.`,
   meshguard ctl validate -f mesh.yaml -f authz.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(o.files) == 0 {
-				return cmdenv.Exit(2, errors.New("validate: give at least one -f FILE_OR_DIR"))
+			if err := o.check("validate"); err != nil {
+				return err
 			}
 			l := config.Loader{DefaultNamespace: o.defaultNamespace, Translator: legacy.Translator{}}
 			snap, warnings, err := l.Load(cmd.Context(), o.files...)
-			for _, w := range warnings {
-				fmt.Fprintf(env.Stderr, "warning: %s\n", w)
-			}
-			var problems config.Problems
-			switch {
-			case errors.As(err, &problems):
-				for _, p := range problems {
-					fmt.Fprintln(env.Stdout, p)
-				}
-				return cmdenv.Exit(1, nil)
-			case err != nil:
-				return cmdenv.Exit(2, err)
+			if err := reportLoad(env, env.Stdout, warnings, err); err != nil {
+				return err
 			}
 			fmt.Fprintf(env.Stdout, "%d objects valid (version %s)\n", len(snap.Objects), snap.Version)
 			return nil
 		},
 	}
-	c.Flags().StringArrayVarP(&o.files, "filename", "f", nil, "file or directory of Istio YAML (repeatable)")
-	c.Flags().StringVar(&o.defaultNamespace, "namespace", "default", "namespace for objects whose metadata has none")
+	o.addFlags(c)
 	return c
 }
