@@ -253,9 +253,18 @@ func (m *mesh) start(ctx context.Context) error {
 	}
 	rep.check(true, "apps (plain HTTP, no mesh code): "+m.appList(), "")
 
+	// The sidecars start together: each is ready once it holds a certificate and its
+	// first configuration, which they fetch from the control plane independently.
+	rep.info("starting a sidecar per service (agent: certificate from the CA; proxy: config pushed by the control plane)…")
 	m.sidecars = map[string]error{}
+	started := map[string]<-chan error{}
 	for _, s := range services() {
-		m.sidecars[s.name] = m.startSidecar(ctx, s)
+		ready := make(chan error, 1)
+		started[s.name] = ready
+		go func() { ready <- m.startSidecar(ctx, s) }()
+	}
+	for _, s := range services() {
+		m.sidecars[s.name] = <-started[s.name]
 		detail := fmt.Sprintf("inbound %s, outbound %s", m.inbound[s.name], m.outboundList(s.name))
 		if err := m.sidecars[s.name]; err != nil {
 			rep.check(false, "sidecar of "+s.name, err.Error())
@@ -266,12 +275,9 @@ func (m *mesh) start(ctx context.Context) error {
 	return nil
 }
 
+// startSidecar starts s's sidecar and waits until it is ready.
 func (m *mesh) startSidecar(ctx context.Context, s service) error {
 	tok, err := m.cp.tokenFile(filepath.Join(m.cfg.WorkDir, "tokens"), s.name, m.cfg.Now())
-	if err != nil {
-		return err
-	}
-	admin, err := ports{}.reserve(0)
 	if err != nil {
 		return err
 	}
@@ -280,8 +286,8 @@ func (m *mesh) startSidecar(ctx context.Context, s service) error {
 		Labels:       map[string]string{"app": s.name, "version": "v1"},
 		ControlPlane: m.cp.addr, CARootFile: m.cp.rootFile, TokenFile: tok,
 		App: m.apps[s.name].Addr(), Inbound: m.inbound[s.name],
-		CertDir: m.certDirs[s.name], Admin: admin,
-		Logger: m.cfg.Logger.With("workload", s.name),
+		CertDir: m.certDirs[s.name],
+		Logger:  m.cfg.Logger.With("workload", s.name),
 	}
 	for _, t := range s.calls {
 		spec.Outbound = append(spec.Outbound, outbound{Host: host(t), Port: servicePort, Listen: m.outbounds[s.name][t]})

@@ -2,24 +2,19 @@ package demo
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/meshguard/meshguard/internal/agent"
 	"github.com/meshguard/meshguard/internal/pki"
 	"github.com/meshguard/meshguard/internal/policy"
 	"github.com/meshguard/meshguard/internal/proxy"
 	"github.com/meshguard/meshguard/internal/sidecar"
-	"github.com/meshguard/meshguard/internal/xds"
 )
 
 // sidecarSpec is what the demo asks of one workload's sidecar: the same settings as
@@ -31,7 +26,6 @@ type sidecarSpec struct {
 	CARootFile, TokenFile               string
 	App                                 string // the app on loopback
 	Inbound                             string // inbound listener address
-	Admin                               string // admin listener (readiness)
 	Outbound                            []outbound
 	// CertDir receives cert-chain.pem, key.pem and root-cert.pem on every rotation (the
 	// agent's output directory); step 1 reads the certificate from there.
@@ -45,112 +39,80 @@ type outbound struct {
 	Listen string // 127.0.0.1:PORT the app calls
 }
 
-// meshSidecar is a configured sidecar: Run serves until ctx ends.
-type meshSidecar interface {
-	Run(ctx context.Context) error
-	WaitUntilReady(ctx context.Context) error
-}
-
-// agentRunner adapts *agent.Agent to sidecar.Agent: its Source plus its Run loop.
-type agentRunner struct {
-	*agent.Source
-	a *agent.Agent
-}
-
-func (r agentRunner) Run(ctx context.Context) error { return r.a.Run(ctx) }
-
-// demoSidecar is one sidecar.Run in-process: the agent gets the certificate with the
-// bootstrap token, the xDS client receives the workload's config from the control
-// plane over mTLS with that certificate, the proxy enforces it.
+// demoSidecar is `meshguard sidecar` in-process: sidecar.RunProcess with the settings
+// the command would build from its flags, so the demo runs the command's wiring.
 type demoSidecar struct {
-	cfg   sidecar.Config
-	conn  *grpc.ClientConn
-	admin string
+	pc    sidecar.ProcessConfig
+	admin chan string   // the admin address, once it listens
+	done  chan struct{} // closed when Run returns
+	err   error         // Run's error, set before done closes
 }
 
-// newSidecar builds one sidecar from spec.
-func newSidecar(spec sidecarSpec) (meshSidecar, error) {
+// processConfig turns spec into what `meshguard sidecar` passes to sidecar.RunProcess.
+func (spec sidecarSpec) processConfig() (sidecar.ProcessConfig, error) {
+	var zero sidecar.ProcessConfig
 	rootPEM, err := os.ReadFile(spec.CARootFile)
 	if err != nil {
-		return nil, fmt.Errorf("read CA root: %w", err)
+		return zero, fmt.Errorf("read CA root: %w", err)
 	}
 	roots, err := pki.ParseCertsPEM(rootPEM)
 	if err != nil {
-		return nil, fmt.Errorf("CA root %s: %w", spec.CARootFile, err)
-	}
-	a, err := agent.New(agent.Config{
-		ControlPlane: spec.ControlPlane, CARoots: roots, TokenFile: spec.TokenFile,
-		OutputDir: spec.CertDir, Logger: spec.Logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-	src := a.Source()
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	tc := &tls.Config{
-		MinVersion: tls.VersionTLS12, RootCAs: pool,
-		// The control plane's serving certificate names istiod.istio-system.svc, which
-		// Istio's agents check for a localhost CA address too.
-		ServerName: "istiod.istio-system.svc",
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			s, err := src.GetX509SVID()
-			if err != nil {
-				return nil, err
-			}
-			c := &tls.Certificate{PrivateKey: s.PrivateKey, Leaf: s.Certificates[0]}
-			for _, x := range s.Certificates {
-				c.Certificate = append(c.Certificate, x.Raw)
-			}
-			return c, nil
-		},
-	}
-	conn, err := grpc.NewClient(spec.ControlPlane, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	if err != nil {
-		return nil, fmt.Errorf("dial control plane %s: %w", spec.ControlPlane, err)
-	}
-	client, err := xds.NewClient(xds.ClientConfig{
-		Conn: conn, Logger: spec.Logger, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
-		Node: xds.Node{ID: "sidecar~127.0.0.1~" + spec.Workload + "." + spec.Namespace, Namespace: spec.Namespace,
-			ServiceAccount: spec.ServiceAccount, WorkloadName: spec.Workload, Labels: spec.Labels},
-	})
-	if err != nil {
-		conn.Close()
-		return nil, err
+		return zero, fmt.Errorf("CA root %s: %w", spec.CARootFile, err)
 	}
 	app, err := netip.ParseAddrPort(spec.App)
 	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("app address %q: %w", spec.App, err)
+		return zero, fmt.Errorf("app address %q: %w", spec.App, err)
 	}
-	pc := proxy.Config{Apps: []netip.AddrPort{app}, InboundAddr: spec.Inbound, Logger: spec.Logger}
+	// A short drain: Ctrl-C should stop the demo promptly, and its requests are short.
+	pc := proxy.Config{Apps: []netip.AddrPort{app}, InboundAddr: spec.Inbound, DrainTimeout: time.Second}
 	for _, o := range spec.Outbound {
 		pc.Outbound = append(pc.Outbound, proxy.ExplicitOutbound{Host: o.Host, Port: o.Port, Listen: o.Listen})
 	}
-	return &demoSidecar{
-		conn: conn, admin: spec.Admin,
-		cfg: sidecar.Config{
+	return sidecar.ProcessConfig{
+		Sidecar: sidecar.Config{
 			Workload: policy.Workload{Namespace: spec.Namespace, Name: spec.Workload, ServiceAccount: spec.ServiceAccount, Labels: spec.Labels},
-			Agent:    agentRunner{Source: src, a: a},
-			Store:    client,
-			Proxy:    pc, AdminAddr: spec.Admin,
+			Proxy:    pc,
+			// The admin listener is how the demo sees readiness; the kernel picks its port.
+			AdminAddr:  "127.0.0.1:0",
 			HTTPClient: &http.Client{Timeout: 5 * time.Second},
 			Logger:     spec.Logger,
+		},
+		Agent: agent.Config{
+			ControlPlane: spec.ControlPlane, CARoots: roots, TokenFile: spec.TokenFile,
+			OutputDir: spec.CertDir, Logger: spec.Logger,
 		},
 	}, nil
 }
 
+// newSidecar builds one sidecar from spec; Run starts it.
+func newSidecar(spec sidecarSpec) (*demoSidecar, error) {
+	pc, err := spec.processConfig()
+	if err != nil {
+		return nil, err
+	}
+	d := &demoSidecar{pc: pc, admin: make(chan string, 1), done: make(chan struct{})}
+	d.pc.Sidecar.AdminListening = func(a net.Addr) { d.admin <- a.String() }
+	return d, nil
+}
+
 func (d *demoSidecar) Run(ctx context.Context) error {
-	defer d.conn.Close()
-	return sidecar.Run(ctx, d.cfg)
+	defer close(d.done)
+	d.err = sidecar.RunProcess(ctx, d.pc)
+	return d.err
 }
 
 // WaitUntilReady polls the sidecar's /healthz/ready: listening, with a certificate and
 // its first configuration applied.
 func (d *demoSidecar) WaitUntilReady(ctx context.Context) error {
-	url := "http://" + d.admin + "/healthz/ready"
+	var admin string
+	select {
+	case admin = <-d.admin:
+	case <-d.done:
+		return fmt.Errorf("sidecar stopped: %w", d.err)
+	case <-ctx.Done():
+		return fmt.Errorf("%w (the admin listener never started)", ctx.Err())
+	}
+	url := "http://" + admin + "/healthz/ready"
 	var last string
 	for {
 		r := get(ctx, url)
@@ -159,9 +121,11 @@ func (d *demoSidecar) WaitUntilReady(ctx context.Context) error {
 		}
 		last = r.String()
 		select {
+		case <-d.done:
+			return fmt.Errorf("sidecar stopped: %w", d.err)
 		case <-ctx.Done():
 			return fmt.Errorf("%w (last readiness answer: %s)", ctx.Err(), last)
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

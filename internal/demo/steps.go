@@ -238,7 +238,11 @@ func (w *walkthrough) mtls(ctx context.Context) {
 		return
 	}
 	r, ok := w.until(ctx, "STRICT to refuse plaintext", func() result { return get(ctx, plain) }, func(r result) bool { return r.err != nil })
-	w.rep.check(ok, "plaintext client → reviews' sidecar is refused", r.String())
+	detail := r.String()
+	if ok {
+		detail = "the sidecar closed the connection without answering (" + detail + ")"
+	}
+	w.rep.check(ok, "plaintext client → reviews' sidecar is refused", detail)
 
 	r, ok = w.until(ctx, "productpage → reviews", func() result { return get(ctx, w.via("productpage", "reviews", "/reviews/1")) }, status(200))
 	caller := callerOf(r)
@@ -305,7 +309,12 @@ func (w *walkthrough) authz(ctx context.Context) {
 		return
 	}
 	r, ok := w.until(ctx, "reviews-access to deny ratings", func() result { return get(ctx, w.via("ratings", "reviews", "/reviews/1")) }, status(403))
-	w.rep.check(ok && strings.TrimSpace(string(r.body)) == "RBAC: access denied", "ratings → reviews: 403 RBAC: access denied", r.String())
+	ok = ok && strings.TrimSpace(string(r.body)) == "RBAC: access denied"
+	detail := "reviews' sidecar answered with Istio's RBAC denial"
+	if !ok {
+		detail = r.String()
+	}
+	w.rep.check(ok, "ratings → reviews: 403 RBAC: access denied", detail)
 	r, ok = w.until(ctx, "productpage → reviews", func() result { return get(ctx, w.via("productpage", "reviews", "/reviews/1")) }, status(200))
 	w.rep.check(ok, "productpage → reviews: 200", "caller "+orNone(callerOf(r)))
 }
@@ -369,8 +378,9 @@ func (w *walkthrough) accessLog(ctx context.Context) {
 	}, func(result) bool {
 		return hasEntry(lines, "GET", "/reviews/1", "200") && hasEntry(lines, "GET", "/reviews/1", "403")
 	})
+	w.rep.info("the last entries (a call passes two sidecars and both log it: the caller's outbound, the callee's inbound):")
 	for _, l := range lastN(lines, 8) {
-		w.rep.info("%s", l)
+		w.rep.info("  %s", l)
 	}
 	w.rep.check(ok, "allowed and denied calls to reviews are logged", w.m.accessLog)
 	bad := ""
@@ -380,7 +390,11 @@ func (w *walkthrough) accessLog(ctx context.Context) {
 			break
 		}
 	}
-	w.rep.check(len(lines) > 0 && bad == "", "every entry is in the seeds' format [%START_TIME%] METHOD PATH -> CODE", orNone(bad))
+	detail := fmt.Sprintf("%d entries", len(lines))
+	if bad != "" {
+		detail = "not in the format: " + bad
+	}
+	w.rep.check(len(lines) > 0 && bad == "", "every entry is in the seeds' format [%START_TIME%] METHOD PATH -> CODE", detail)
 }
 
 func readLines(path string) []string {
