@@ -169,7 +169,7 @@ type Agent struct {
 	// Run's goroutine only.
 	expiredNoted *held
 	outputStale  *held
-	useToken     bool // the CA refused our certificate: bootstrap again
+	useToken     bool // the CA refused our certificate: try the bootstrap token next
 }
 
 // New validates cfg and returns an Agent. It opens no connection and starts no
@@ -358,6 +358,10 @@ func (a *Agent) rotate(ctx context.Context, now time.Time, cur *held) (err error
 		}
 		cred.cert = &tc
 	} else {
+		// One token attempt per refusal of the certificate: if the token fails too (it
+		// has usually expired on a long-running workload), the next attempt goes back to
+		// the certificate, which may be accepted again, instead of never trying it.
+		a.useToken = false
 		tok, err := a.readToken()
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -268,6 +269,39 @@ func TestRejectedCertificateFallsBackToToken(t *testing.T) {
 		calls := f.callLog()
 		if want := []string{"token", "cert", "token"}; strings.Join(calls, ",") != strings.Join(want, ",") {
 			t.Fatalf("CA calls %v, want %v", calls, want)
+		}
+	})
+}
+
+// TestCertificateRetriedAfterTokenFails: a renewal refused once, with a bootstrap token
+// that has long expired (the usual state of a long-running workload), must not leave the
+// agent on the token for good: it tries its still-valid certificate again, and renews
+// with it as soon as the CA accepts it, before it expires.
+func TestCertificateRetriedAfterTokenFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeCA(t, "cluster.local")
+		a, _, tokenFile := testAgent(t, f, nil)
+		if err := os.WriteFile(tokenFile, []byte(f.mint(t, "default", "web", 10*time.Minute)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		runAgent(t, a)
+		mustReady(t, a, time.Minute)
+		first := a.src.current().leaf()
+		f.mu.Lock()
+		f.rejectCerts = true // a CA misconfiguration, fixed a little later
+		f.mu.Unlock()
+		time.Sleep(31 * time.Minute) // past the renewal point; the token expired at 10m
+		f.mu.Lock()
+		f.rejectCerts = false
+		f.mu.Unlock()
+		// Bounded in the bubble's time: a stuck agent would otherwise retry for ever.
+		time.Sleep(time.Until(first.NotAfter.Add(-time.Second)))
+		synctest.Wait()
+		if next := a.src.current().leaf(); next.Equal(first) || !next.NotAfter.After(first.NotAfter) {
+			t.Fatalf("certificate not renewed before it expired at %s; last error: %v", first.NotAfter, a.LastError())
+		}
+		if calls := f.callLog(); calls[len(calls)-1] != "cert" || !slices.Contains(calls[1:], "token") {
+			t.Fatalf("CA calls %v, want a token attempt after the refusal and the recovery with the certificate", calls)
 		}
 	})
 }
