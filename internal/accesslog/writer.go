@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Stdout is the accessLogFile value that means the process's standard output.
@@ -17,6 +18,11 @@ const Stdout = "/dev/stdout"
 // DefaultQueueSize is how many formatted entries may wait for the disk before new ones
 // are dropped.
 const DefaultQueueSize = 4096
+
+// ReopenRetry is how often Run tries again to open the log file after a reopen failed,
+// so that one failed reopen (logrotate racing a permission change, a full disk) does
+// not silence the audit trail until the next SIGHUP.
+const ReopenRetry = time.Second
 
 // maxPooledBuf caps the buffers kept for reuse so one huge line does not pin memory.
 const maxPooledBuf = 64 << 10
@@ -38,6 +44,8 @@ type WriterOptions struct {
 	// OpenFile opens the log file for appending; nil means os.OpenFile with
 	// O_WRONLY|O_APPEND|O_CREATE and mode 0644. Tests inject failures here.
 	OpenFile func(path string) (io.WriteCloser, error)
+	// Now paces the retries after a failed reopen (ReopenRetry); nil means time.Now.
+	Now func() time.Time
 }
 
 // Writer writes access-log entries without ever blocking its callers: Log formats the
@@ -72,6 +80,9 @@ func NewWriter(path string, f Formatter, opts WriterOptions) (*Writer, error) {
 	}
 	if opts.Stdout == nil {
 		opts.Stdout = os.Stdout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	if opts.OpenFile == nil {
 		opts.OpenFile = func(p string) (io.WriteCloser, error) {
@@ -184,13 +195,15 @@ func (w *Writer) open() (io.Writer, error) {
 // maxBatch bounds how many bytes one write system call carries.
 const maxBatch = 256 << 10
 
-// sink is Run's private state: the open destination, the batch being assembled, and
-// whether the last write failed (so a full disk logs once, not once per entry).
+// sink is Run's private state: the open destination, the batch being assembled,
+// whether the last write failed (so a full disk logs once, not once per entry), and,
+// while the destination is closed after a failed reopen, when to try opening it again.
 type sink struct {
-	w      *Writer
-	out    io.Writer
-	batch  []byte
-	failed bool
+	w       *Writer
+	out     io.Writer
+	batch   []byte
+	failed  bool
+	retryAt time.Time
 }
 
 // writeBatch writes bp together with whatever else is already queued, in one write.
@@ -212,7 +225,7 @@ more:
 	if cap(s.batch) > 2*maxBatch {
 		defer func() { s.batch = nil }()
 	}
-	if s.out == nil {
+	if s.out == nil && !s.retry() {
 		s.w.dropN(n)
 		return
 	}
@@ -238,12 +251,30 @@ func (s *sink) reopen() {
 	out, err := s.w.open()
 	if err != nil {
 		// Entries are dropped until the next successful Reopen.
-		s.w.log.Error("access log reopen failed", "path", s.w.path, "err", err)
+		s.w.log.Error("access log reopen failed; dropping entries until it can be opened", "path", s.w.path, "err", err, "retryEvery", ReopenRetry)
 		s.out = nil
+		s.retryAt = s.w.opts.Now().Add(ReopenRetry)
 		return
 	}
 	s.out = out
 	s.failed = false
+}
+
+// retry opens the destination again after a failed reopen, at most once per
+// ReopenRetry, and reports whether it is open.
+func (s *sink) retry() bool {
+	now := s.w.opts.Now()
+	if now.Before(s.retryAt) {
+		return false
+	}
+	out, err := s.w.open()
+	if err != nil {
+		s.retryAt = now.Add(ReopenRetry)
+		return false
+	}
+	s.w.log.Info("access log reopened after a failed reopen", "path", s.w.path)
+	s.out, s.failed = out, false
+	return true
 }
 
 func (s *sink) close() {

@@ -233,8 +233,10 @@ func TestWriterWriteAndReopenFailures(t *testing.T) {
 	var opens int
 	var mu sync.Mutex
 	var logs lockedBuffer
+	stopped := time.Unix(1_700_000_000, 0) // a clock that never reaches the reopen retry
 	w, err := NewWriter("/var/log/meshguard/access.log", mustText(t, "x\n"), WriterOptions{
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Now:    func() time.Time { return stopped },
 		OpenFile: func(string) (io.WriteCloser, error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -273,6 +275,60 @@ func TestWriterWriteAndReopenFailures(t *testing.T) {
 		t.Errorf("Dropped() = %d after recovery, want 4", w.Dropped())
 	}
 }
+
+// TestWriterRetriesFailedReopen: after a failed reopen the writer tries again once
+// ReopenRetry has passed, without waiting for another SIGHUP, and not before.
+func TestWriterRetriesFailedReopen(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		opens int
+		now   = time.Unix(1_700_000_000, 0)
+		file  lockedBuffer
+	)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	w, err := NewWriter("/var/log/meshguard/access.log", mustText(t, "x\n"), WriterOptions{
+		Now: clock,
+		OpenFile: func(string) (io.WriteCloser, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			opens++
+			if opens == 2 || opens == 3 {
+				return nil, errors.New("permission denied")
+			}
+			return nopCloser{&file}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runWriter(t, w)
+	openCount := func() int { mu.Lock(); defer mu.Unlock(); return opens }
+	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+
+	w.Reopen() // open 2 fails
+	waitFor(t, "the failed reopen", func() bool { return openCount() == 2 })
+	w.Log(&Entry{})
+	waitFor(t, "a drop before the retry is due", func() bool { return w.Dropped() == 1 })
+	if n := openCount(); n != 2 {
+		t.Fatalf("%d opens before ReopenRetry passed, want 2", n)
+	}
+	advance(ReopenRetry)
+	w.Log(&Entry{}) // open 3 fails: dropped, next retry a ReopenRetry later
+	waitFor(t, "the first retry", func() bool { return openCount() == 3 && w.Dropped() == 2 })
+	advance(ReopenRetry / 2)
+	w.Log(&Entry{})
+	waitFor(t, "a drop between retries", func() bool { return w.Dropped() == 3 })
+	advance(ReopenRetry / 2)
+	w.Log(&Entry{}) // open 4 succeeds
+	waitFor(t, "a line after the retry", func() bool { return file.String() == "x\n" })
+	if n, d := openCount(), w.Dropped(); n != 4 || d != 3 {
+		t.Errorf("opens = %d, Dropped() = %d; want 4 and 3", n, d)
+	}
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 func TestWriterOpenErrorAndBadConfig(t *testing.T) {
 	w, err := NewWriter(filepath.Join(t.TempDir(), "missing-dir", "access.log"), mustText(t, "x"), WriterOptions{})
