@@ -125,12 +125,23 @@ func (p *Proxy) reverseProxy() *httputil.ReverseProxy {
 					r.Header["X-Forwarded-For"] = nil // the proxy is transparent: add none
 				}
 			},
-			Transport:     roundTripFunc(p.h2RoundTrip),
-			FlushInterval: -1,
-			BufferPool:    &p.rpBufs,
+			Transport: roundTripFunc(p.h2RoundTrip),
+			// No FlushInterval: ReverseProxy already flushes every write of a response
+			// of unknown length (gRPC, SSE, any stream). A non-zero interval also arms
+			// a timer that flushes the head at once from another goroutine, racing the
+			// handler's return: when a trailers-only response (a gRPC error: HEADERS
+			// with END_STREAM carrying grpc-status) lost that race, the head went out
+			// without END_STREAM and the stream ended with an empty DATA frame, so the
+			// client saw headers, no trailers and no status.
+			BufferPool: &p.rpBufs,
 			ModifyResponse: func(resp *http.Response) error {
 				if ex, ok := resp.Request.Context().Value(h2ExKey{}).(*h2Exchange); ok {
 					ex.rec.Status = resp.StatusCode
+				}
+				if trailersOnly(resp) {
+					// Keep it one HEADERS frame with END_STREAM downstream: with
+					// length 0, ReverseProxy flushes nothing before the handler returns.
+					resp.ContentLength = 0
 				}
 				return nil
 			},
@@ -146,6 +157,14 @@ func (p *Proxy) reverseProxy() *httputil.ReverseProxy {
 		}
 	})
 	return p.rp
+}
+
+// trailersOnly reports whether resp is a gRPC trailers-only response: grpc-status in
+// the response head means the stream carries no messages and no separate trailers
+// (gRPC over HTTP/2, "Trailers-Only").
+func trailersOnly(resp *http.Response) bool {
+	_, ok := resp.Header["Grpc-Status"]
+	return ok
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

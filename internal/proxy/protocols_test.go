@@ -79,10 +79,14 @@ func TestSidecarPairGRPC(t *testing.T) {
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 			t.Fatalf("Check(reviews) = %v, %v; want SERVING", resp, err)
 		}
-		// A trailers-only error must arrive with its status code intact.
-		_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "missing"})
-		if status.Code(err) != codes.NotFound {
-			t.Errorf("Check(missing) = %v, want NotFound", err)
+		// A trailers-only error (one HEADERS frame with END_STREAM carrying
+		// grpc-status) must arrive with its status code intact. Repeated because the
+		// way it broke was a race between flushing the head and ending the stream.
+		for i := range 50 {
+			_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "missing"})
+			if status.Code(err) != codes.NotFound {
+				t.Fatalf("Check(missing) #%d = %v, want NotFound", i, err)
+			}
 		}
 	})
 	t.Run("server streaming", func(t *testing.T) {
