@@ -62,8 +62,12 @@ type Writer struct {
 	reopen  chan struct{}
 	pool    sync.Pool
 	dropped atomic.Uint64
-	closed  atomic.Bool
 	running atomic.Bool
+	// closing is held shared by Log from its closed check to its enqueue, and
+	// exclusively by Run to set closed, so that Run's final drain sees every entry
+	// Log queued: none is left unwritten and uncounted.
+	closing sync.RWMutex
+	closed  bool
 }
 
 // NewWriter returns a Writer for path ("/dev/stdout" or a file) with format f. It opens
@@ -105,18 +109,29 @@ func NewWriter(path string, f Formatter, opts WriterOptions) (*Writer, error) {
 // Log formats e and queues it. It never blocks: if the queue is full, or the Writer
 // has shut down, the entry is dropped and counted.
 func (w *Writer) Log(e *Entry) {
-	if w.closed.Load() {
-		w.drop()
-		return
-	}
 	bp := w.pool.Get().(*[]byte)
 	*bp = w.format.Append((*bp)[:0], e)
-	select {
-	case w.queue <- bp:
-	default:
+	w.closing.RLock()
+	queued := false
+	if !w.closed {
+		select {
+		case w.queue <- bp:
+			queued = true
+		default:
+		}
+	}
+	w.closing.RUnlock()
+	if !queued {
 		w.put(bp)
 		w.drop()
 	}
+}
+
+// close stops Log from queueing; entries queued before it are Run's to drain.
+func (w *Writer) close() {
+	w.closing.Lock()
+	w.closed = true
+	w.closing.Unlock()
 }
 
 func (w *Writer) drop() { w.dropN(1) }
@@ -157,12 +172,12 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	out, err := w.open()
 	if err != nil {
-		w.closed.Store(true)
+		w.close()
 		return err
 	}
 	s := sink{w: w, out: out}
 	defer func() {
-		w.closed.Store(true)
+		w.close()
 		for len(w.queue) > 0 {
 			s.writeBatch(<-w.queue)
 		}

@@ -346,3 +346,42 @@ func TestWriterOpenErrorAndBadConfig(t *testing.T) {
 		t.Error("NewWriter(nil formatter) = nil error")
 	}
 }
+
+// gateFormat is a Formatter that signals when it starts formatting and then waits for
+// release, so a test can hold a Log call between its start and its enqueue.
+type gateFormat struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (g gateFormat) Append(dst []byte, _ *Entry) []byte {
+	g.started <- struct{}{}
+	<-g.release
+	return append(dst, "x\n"...)
+}
+
+func (gateFormat) String() string { return "x\n" }
+
+// TestWriterLogRacingShutdownIsCounted: an entry whose Log call was formatting while
+// Run shut down (a config swap stopping the old writer under traffic) is either
+// written or counted as dropped, never left unseen in the queue.
+func TestWriterLogRacingShutdownIsCounted(t *testing.T) {
+	g := gateFormat{started: make(chan struct{}), release: make(chan struct{})}
+	var out lockedBuffer
+	w, err := NewWriter(Stdout, g, WriterOptions{Stdout: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runWriter(t, w)
+	logged := make(chan struct{})
+	go func() { defer close(logged); w.Log(&Entry{}) }()
+	<-g.started // Log is past its start, formatting
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	close(g.release)
+	<-logged
+	if written, dropped := strings.Count(out.String(), "x\n"), w.Dropped(); written+int(dropped) != 1 {
+		t.Errorf("entry logged during shutdown: written %d, Dropped() = %d; want it written or counted", written, dropped)
+	}
+}
