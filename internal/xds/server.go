@@ -150,6 +150,7 @@ type NACK struct {
 // conn is one sidecar stream.
 type conn struct {
 	id         string
+	seq        uint64 // order of connection, from 1
 	nodeID     string
 	caller     identity.Identity
 	workload   policy.Workload
@@ -265,8 +266,9 @@ func (s *Server) serveSidecar(ctx context.Context, stream discovery.AggregatedDi
 		ctx, cancel = context.WithDeadline(ctx, expiry)
 		defer cancel()
 	}
+	seq := s.seq.Add(1)
 	c := &conn{
-		id:     node.ID + "-" + strconv.FormatUint(s.seq.Add(1), 10),
+		id: node.ID + "-" + strconv.FormatUint(seq, 10), seq: seq,
 		nodeID: node.ID, caller: id, cert: leaf, certExpiry: expiry, connected: now,
 		workload: policy.Workload{Namespace: id.Namespace, ServiceAccount: id.ServiceAccount, Name: node.WorkloadName, Labels: node.Labels},
 		notify:   make(chan struct{}, 1),

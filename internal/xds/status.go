@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -175,9 +176,9 @@ func (s *Server) configDump(names []string) (*discovery.DiscoveryResponse, error
 	if len(found) == 0 {
 		return nil, status.Errorf(codes.NotFound, "xds: no sidecar of workload %s is connected", want)
 	}
-	// Replicas share a view unless their labels differ; the first one connected speaks
-	// for the workload.
-	c := found[0]
+	// Replicas share a view unless their labels differ; the one connected first speaks
+	// for the workload, so the answer stays put while replicas come and go.
+	c := slices.MinFunc(found, func(a, b *conn) int { return cmp.Compare(a.seq, b.seq) })
 	c.mu.Lock()
 	v := c.acked
 	c.mu.Unlock()

@@ -524,3 +524,31 @@ func TestStaleACKStillCounts(t *testing.T) {
 		t.Errorf("config dump = version %s %v, want the first push (%s)", version, keys(snap), v1)
 	}
 }
+
+// TestConfigDumpOfReplicasIsTheFirstConnected: replicas of one workload whose labels
+// differ get different views; the config dump shows the one connected first, whatever
+// the node IDs.
+func TestConfigDumpOfReplicasIsTheFirstConnected(t *testing.T) {
+	f := start(t, baseYAML)
+	first := f.client(t, "default", "httpbin", xds.Node{ID: "sidecar~127.0.0.3~zz.default", WorkloadName: "httpbin", Labels: map[string]string{"app": "httpbin"}})
+	first.WaitFor(t, "first replica's config", func(s *config.Snapshot) bool { return has(s, config.KindAuthorizationPolicy, "default/allow-sleep") })
+	second := f.client(t, "default", "httpbin", xds.Node{ID: "sidecar~127.0.0.2~aa.default", WorkloadName: "httpbin", Labels: map[string]string{"app": "canary"}})
+	second.WaitFor(t, "second replica's config", func(s *config.Snapshot) bool { return len(s.Objects) > 0 })
+	cc := meshtest.DialXDS(t, f.ca, f.srv.Addr, f.ca.Issue(t, f.ca.OperatorID(), time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		snap, _, err := xds.FetchConfigDump(ctx, cc, "default/httpbin")
+		if err != nil {
+			t.Fatalf("FetchConfigDump(default/httpbin): %v", err)
+		}
+		if has(snap, config.KindAuthorizationPolicy, "default/allow-sleep") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("FetchConfigDump(default/httpbin) = %v, want the first replica's view (with default/allow-sleep)", keys(snap))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
