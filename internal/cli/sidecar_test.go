@@ -259,7 +259,7 @@ func TestSidecarCommandEndToEnd(t *testing.T) {
 	clientOut := freePort(t)
 	mesh := strings.NewReplacer("SERVER_INBOUND", strconv.Itoa(serverInbound), "ISSUER", jwks.Issuer(), "JWKS", jwks.JWKSURI()).Replace(e2eMesh)
 
-	server := startSidecarCmd(t, cp, mesh, "server", "--app", echo.Addr.String(), "--inbound-port", strconv.Itoa(serverInbound))
+	server := startSidecarCmd(t, cp, mesh, "server", "--app", echo.Addr.String(), "--inbound-port", strconv.Itoa(serverInbound), "--outbound-port", strconv.Itoa(freePort(t)))
 	client := startSidecarCmd(t, cp, mesh, "client", "--app", "127.0.0.1:1", "--inbound-port", strconv.Itoa(freePort(t)),
 		"--outbound", fmt.Sprintf("echo.default.svc.cluster.local:80=%d", clientOut))
 	base := fmt.Sprintf("http://127.0.0.1:%d", clientOut)

@@ -26,9 +26,14 @@ type observer struct {
 	m    *metrics.Sidecar
 	self metrics.Peer // this workload, without its principal (that comes per record)
 
-	log     atomic.Pointer[logState] // nil: no access log
-	entries sync.Pool                // *accesslog.Entry
-	headers sync.Pool                // http.Header
+	log atomic.Pointer[logState] // nil: no access log
+	// services are the service hosts the registry knows. Only these become a
+	// destination_service label: a label value taken from what a client sends (the
+	// Host header) would let any caller grow the metric series without bound, the
+	// memory exhaustion Istio fixed in istio#18818.
+	services atomic.Pointer[map[string]struct{}]
+	entries  sync.Pool // *accesslog.Entry
+	headers  sync.Pool // http.Header
 }
 
 // logState is one running access-log writer and the request headers its format reads.
@@ -46,6 +51,36 @@ func newObserver(m *metrics.Sidecar, w policy.Workload) *observer {
 	o.entries.New = func() any { return new(accesslog.Entry) }
 	o.headers.New = func() any { return http.Header{} }
 	return o
+}
+
+// setServices records the registry's service hosts, lower-cased; called on every
+// applied configuration.
+func (o *observer) setServices(svcs []proxy.Service) {
+	m := make(map[string]struct{}, len(svcs))
+	for _, s := range svcs {
+		m[strings.ToLower(s.Host)] = struct{}{}
+	}
+	o.services.Store(&m)
+}
+
+// knownService returns host (port stripped, lower-cased) when the registry knows it,
+// else "" (reported as "unknown", as Istio does for hosts it cannot resolve).
+func (o *observer) knownService(host string) string {
+	if h, _, ok := strings.Cut(host, ":"); ok {
+		host = h
+	}
+	m := o.services.Load()
+	if m == nil {
+		return ""
+	}
+	if _, ok := (*m)[host]; ok {
+		return host
+	}
+	lower := strings.ToLower(host)
+	if _, ok := (*m)[lower]; ok {
+		return lower
+	}
+	return ""
 }
 
 // selfPeer labels this workload as Istio does from its pod labels.
@@ -152,21 +187,22 @@ func (o *observer) labels(r *proxy.Record) metrics.ConnLabels {
 		if r.TLSVersion != 0 {
 			l.ConnectionSecurityPolicy = metrics.SecurityMutualTLS
 		}
-		// The inbound side knows no service host of its own; Istio then falls back to
-		// the request's authority.
-		host := r.Authority
-		if h, _, ok := strings.Cut(host, ":"); ok {
-			host = h
-		}
+		// The inbound side has no service host of its own: take the request's authority,
+		// but only when it names a service the registry knows (bounded label values).
+		host := o.knownService(r.Authority)
 		l.DestinationService = host
-		l.DestinationServiceName, _ = serviceLabels(host)
+		if host != "" {
+			l.DestinationServiceName, _ = serviceLabels(host)
+		}
 		l.DestinationServiceNamespace = self.Namespace
 	} else {
 		l.Reporter = metrics.ReporterSource
 		l.Source = self
 		l.Destination = peerFromPrincipal(r.PeerPrincipal)
-		l.DestinationService = r.Host
-		l.DestinationServiceName, l.DestinationServiceNamespace = serviceLabels(r.Host)
+		if host := o.knownService(r.Host); host != "" {
+			l.DestinationService = host
+			l.DestinationServiceName, l.DestinationServiceNamespace = serviceLabels(host)
+		}
 		l.ConnectionSecurityPolicy = metrics.SecurityUnknown
 	}
 	return l

@@ -126,3 +126,41 @@ func TestAccessLogReopenAndSwap(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestServiceLabelIsBounded: destination_service comes from the registry, never from
+// what a client sends. Varying the Host header must not create a metric series per
+// value (a caller could otherwise exhaust the sidecar's memory, istio#18818).
+func TestServiceLabelIsBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.NewSidecar(reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := newObserver(m, policy.Workload{Namespace: "default", Name: "reviews"})
+	obs.setServices([]proxy.Service{{Host: "reviews.default.svc.cluster.local"}})
+	for _, host := range []string{"a.example", "b.example", "c.example:8080", "Reviews.default.svc.cluster.local:9080", "reviews.default.svc.cluster.local"} {
+		obs.Observe(&proxy.Record{Direction: proxy.Inbound, Protocol: "http/1.1", Authority: host, Status: 200})
+	}
+	obs.Observe(&proxy.Record{Direction: proxy.Outbound, Protocol: "http/1.1", Host: "random-1.example", Status: 200})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "istio_requests_total" {
+			continue
+		}
+		for _, mm := range mf.GetMetric() {
+			for _, lp := range mm.GetLabel() {
+				if lp.GetName() == "destination_service" {
+					got[lp.GetValue()] += mm.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	want := map[string]float64{"reviews.default.svc.cluster.local": 2, "unknown": 4}
+	if len(got) != len(want) || got["reviews.default.svc.cluster.local"] != 2 || got["unknown"] != 4 {
+		t.Errorf("istio_requests_total by destination_service = %v, want %v", got, want)
+	}
+}

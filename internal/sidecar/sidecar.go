@@ -152,6 +152,7 @@ func applyConfig(ctx context.Context, cfg Config, p *proxy.Proxy, logs *accessLo
 			continue
 		}
 		logs.swap(al)
+		logs.obs.setServices(pol.Services)
 		configured.Store(true)
 		log.Info("configuration applied", "version", snap.Version, "services", len(pol.Services))
 	}
