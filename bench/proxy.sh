@@ -18,7 +18,7 @@
 # ever made up.
 #
 # Environment: BENCH_REPS (3), BENCH_DURATION (10s per load run), BENCH_OUT
-# (bin/bench/proxy.json), BENCH_NEWCONN_QPS (500).
+# (bin/bench/proxy.json), BENCH_NEWCONN_QPS (500), BENCH_PORT_BASE (18000).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,12 +28,20 @@ OUT=${BENCH_OUT:-$ROOT/bin/bench/proxy.json}
 NEWCONN_QPS=${BENCH_NEWCONN_QPS:-500}
 FORTIO_VERSION=v1.68.2
 
-ECHO_PORT=18080
-NGINX_CLIENT_PORT=18081
-NGINX_SERVER_PORT=18443
-MG_CLIENT_PORT=18091   # client sidecar's explicit outbound listener
-MG_SERVER_PORT=18006   # server sidecar's inbound listener
-MG_CP_PORT=18015       # control plane (CA + policy push)
+# Every port is BENCH_PORT_BASE (18000) plus a fixed offset, so a run can move clear of
+# ports another program on the machine holds.
+PB=${BENCH_PORT_BASE:-18000}
+ECHO_PORT=$((PB + 80))
+NGINX_CLIENT_PORT=$((PB + 81))
+NGINX_SERVER_PORT=$((PB + 443))
+MG_CLIENT_PORT=$((PB + 91))   # client sidecar's explicit outbound listener
+MG_SERVER_PORT=$((PB + 6))    # server sidecar's inbound listener
+MG_CP_PORT=$((PB + 15))       # control plane (CA + policy push)
+MG_CP_ADMIN=$((PB + 14))
+MG_SERVER_OUT=$((PB + 1))     # server sidecar's (unused) outbound listener
+MG_CLIENT_IN=$((PB + 7))      # client sidecar's (unused) inbound listener
+MG_CLIENT_ADMIN=$((PB + 21))
+MG_SERVER_ADMIN=$((PB + 20))
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -92,7 +100,7 @@ wait_port() { # host port [seconds]
 }
 
 # A leftover server from an earlier run would silently take the measurements: refuse.
-for port in $ECHO_PORT $NGINX_CLIENT_PORT $NGINX_SERVER_PORT $MG_CLIENT_PORT $MG_SERVER_PORT $MG_CP_PORT 18001 18007 18020 18021; do
+for port in $ECHO_PORT $NGINX_CLIENT_PORT $NGINX_SERVER_PORT $MG_CLIENT_PORT $MG_SERVER_PORT $MG_CP_PORT $MG_CP_ADMIN $MG_SERVER_OUT $MG_CLIENT_IN $MG_SERVER_ADMIN $MG_CLIENT_ADMIN; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port 127.0.0.1:$port is already in use (a leftover benchmark process?); stop it first"
   fi
@@ -230,8 +238,6 @@ MG_STATUS="not available"
 URL_PATH="/echo?size=1024"
 MG_CLIENT_PID=""
 MG_SERVER_PID=""
-MG_CLIENT_ADMIN=18021
-MG_SERVER_ADMIN=18020
 wait_ready() { # url seconds
   local i
   for ((i = 0; i < $2 * 10; i++)); do
@@ -249,7 +255,7 @@ start_meshguard() {
   mkdir -p "$d/cp" "$d/config" "$d/client" "$d/server"
   # The control plane signs with the same ctl-pki intermediate as nginx's leaves.
   "${PIN_B[@]}" "$MG" controlplane --data-dir "$d/cp" --cacerts "$PKI/cacerts" \
-    --listen "127.0.0.1:$MG_CP_PORT" --log-level warn >"$d/cp.log" 2>&1 &
+    --listen "127.0.0.1:$MG_CP_PORT" --admin "127.0.0.1:$MG_CP_ADMIN" --log-level warn >"$d/cp.log" 2>&1 &
   PIDS+=($!)
   wait_port 127.0.0.1 "$MG_CP_PORT" || { MG_STATUS="not available: control plane did not start: $(tail -3 "$d/cp.log")"; return 1; }
   local w
@@ -292,12 +298,12 @@ YAML
     --namespace bench --config-dir "$d/config" --log-level warn)
   (cd "$d/server" && exec "${PIN_B[@]}" "$MG" sidecar "${common[@]}" --token-file "$d/server/token" \
     --workload server --service-account server --labels app=server --app "127.0.0.1:$ECHO_PORT" \
-    --inbound-port "$MG_SERVER_PORT" --outbound-port 18001 --admin "127.0.0.1:$MG_SERVER_ADMIN" >"$d/server.log" 2>&1) &
+    --inbound-port "$MG_SERVER_PORT" --outbound-port $MG_SERVER_OUT --admin "127.0.0.1:$MG_SERVER_ADMIN" >"$d/server.log" 2>&1) &
   MG_SERVER_PID=$!
   PIDS+=($!)
   (cd "$d/client" && exec "${PIN_A[@]}" "$MG" sidecar "${common[@]}" --token-file "$d/client/token" \
-    --workload client --service-account client --labels app=client --app 127.0.0.1:18099 \
-    --inbound-port 18007 --outbound "echo.bench.svc.cluster.local:$ECHO_PORT=$MG_CLIENT_PORT" \
+    --workload client --service-account client --labels app=client --app 127.0.0.1:$((PB + 99)) \
+    --inbound-port $MG_CLIENT_IN --outbound "echo.bench.svc.cluster.local:$ECHO_PORT=$MG_CLIENT_PORT" \
     --admin "127.0.0.1:$MG_CLIENT_ADMIN" >"$d/client.log" 2>&1) &
   MG_CLIENT_PID=$!
   PIDS+=($!)
