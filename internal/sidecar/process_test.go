@@ -73,9 +73,11 @@ type processUnderTest struct {
 	admin   string
 	log     recorder
 	done    chan error
+	// stop cancels RunProcess and waits for it; the test's cleanup calls it too.
+	stop func()
 }
 
-func startProcess(t *testing.T, cp *meshtest.ControlPlane) *processUnderTest {
+func startProcess(t testing.TB, cp *meshtest.ControlPlane) *processUnderTest {
 	t.Helper()
 	tok := filepath.Join(t.TempDir(), "web.token")
 	if err := os.WriteFile(tok, []byte(cp.Token(t, "default", "web", time.Hour)), 0o600); err != nil {
@@ -105,7 +107,7 @@ func startProcess(t *testing.T, cp *meshtest.ControlPlane) *processUnderTest {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { pt.done <- sidecar.RunProcess(ctx, pc) }()
-	t.Cleanup(func() {
+	pt.stop = sync.OnceFunc(func() {
 		cancel()
 		select {
 		case err := <-pt.done:
@@ -116,6 +118,7 @@ func startProcess(t *testing.T, cp *meshtest.ControlPlane) *processUnderTest {
 			t.Errorf("RunProcess did not return within 15s of cancel")
 		}
 	})
+	t.Cleanup(pt.stop)
 	select {
 	case a := <-admin:
 		pt.admin = a.String()
@@ -128,7 +131,7 @@ func startProcess(t *testing.T, cp *meshtest.ControlPlane) *processUnderTest {
 }
 
 // ready reports the admin's /healthz/ready answer.
-func (pt *processUnderTest) ready(t *testing.T) (int, string) {
+func (pt *processUnderTest) ready(t testing.TB) (int, string) {
 	t.Helper()
 	c := &http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get("http://" + pt.admin + "/healthz/ready")
@@ -140,7 +143,7 @@ func (pt *processUnderTest) ready(t *testing.T) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (pt *processUnderTest) waitReady(t *testing.T) {
+func (pt *processUnderTest) waitReady(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -172,16 +175,7 @@ func (pt *processUnderTest) plaintextGet() (int, error) {
 // sidecar start); here no stream may fail on the way to ready, and the first
 // certificate is issued before the first configuration is applied.
 func TestRunProcessPushWaitsForCertificate(t *testing.T) {
-	confDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(confDir, "mtls.yaml"), []byte(strictDefault), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	push, err := controlplane.NewPush(controlplane.PushConfig{ConfigDir: confDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := meshtest.StartControlPlane(t, meshtest.ControlPlaneOptions{Register: []func(*grpc.Server){push.Register}, Push: push})
-	pt := startProcess(t, cp)
+	pt := startProcess(t, startPushControlPlane(t))
 	pt.waitReady(t)
 
 	msgs := pt.log.messages()
@@ -196,6 +190,34 @@ func TestRunProcessPushWaitsForCertificate(t *testing.T) {
 	// The pushed STRICT is in force: a plaintext client is refused.
 	if code, err := pt.plaintextGet(); err == nil {
 		t.Errorf("plaintext GET to STRICT inbound = %d, want the connection refused", code)
+	}
+}
+
+// startPushControlPlane starts a control plane pushing the STRICT default of
+// namespace default.
+func startPushControlPlane(tb testing.TB) *meshtest.ControlPlane {
+	tb.Helper()
+	confDir := tb.TempDir()
+	if err := os.WriteFile(filepath.Join(confDir, "mtls.yaml"), []byte(strictDefault), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	push, err := controlplane.NewPush(controlplane.PushConfig{ConfigDir: confDir})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return meshtest.StartControlPlane(tb, meshtest.ControlPlaneOptions{Register: []func(*grpc.Server){push.Register}, Push: push})
+}
+
+// BenchmarkRunProcessStartToReady measures a sidecar's start: key, CSR and certificate,
+// then the config push, to /healthz/ready answering 200.
+func BenchmarkRunProcessStartToReady(b *testing.B) {
+	cp := startPushControlPlane(b)
+	for b.Loop() {
+		pt := startProcess(b, cp)
+		pt.waitReady(b)
+		b.StopTimer()
+		pt.stop()
+		b.StartTimer()
 	}
 }
 
