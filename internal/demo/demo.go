@@ -342,6 +342,7 @@ func (m *mesh) printHowTo() {
 	r.printf("  %s\n", m.conf.dir)
 	r.printf("  e.g. rm %s   (and ratings → reviews is allowed again)\n", filepath.Join(m.conf.dir, "authz-reviews-access.yaml"))
 	r.printf("Access log: %s   Component logs: %s\n", m.accessLog, filepath.Join(m.cfg.WorkDir, "meshguard.log"))
+	r.printf("The same with separate processes, step by step: docs/tasks/run-sidecars.md\n")
 	r.printf("Press Ctrl-C to stop.\n")
 }
 
