@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshguard/meshguard/internal/agent"
 	"github.com/meshguard/meshguard/internal/cli/cmdenv"
+	"github.com/meshguard/meshguard/internal/memtrim"
 	"github.com/meshguard/meshguard/internal/pki"
 	"github.com/meshguard/meshguard/internal/policy"
 	"github.com/meshguard/meshguard/internal/proxy"
@@ -36,6 +37,7 @@ type sidecarOptions struct {
 	h2Upstream                                    bool
 	gcPercent                                     int
 	memoryLimit                                   string
+	trimAfter                                     time.Duration
 	outboundPortSet                               bool
 }
 
@@ -86,6 +88,15 @@ Signals: SIGTERM/SIGINT stop accepting, let open connections finish for
 			if err := sidecar.SetRuntimeDefaults(o.gcPercent, o.memoryLimit, cmd.Flags().Changed("gc-percent"), cmd.Flags().Changed("memory-limit")); err != nil {
 				return err
 			}
+			if o.trimAfter > 0 {
+				// Package initialisers touched pages all over the binary before main
+				// ran; drop them now, so that start-up's own peak is not added on top,
+				// and again once start-up is done.
+				if _, err := memtrim.Trim(); err != nil {
+					env.Logger.Warn("memory trim failed", "err", err)
+				}
+				go memtrim.After(cmd.Context(), o.trimAfter, env.Logger)
+			}
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
@@ -126,6 +137,7 @@ Signals: SIGTERM/SIGINT stop accepting, let open connections finish for
 	f.BoolVar(&o.h2Upstream, "h2-upstream", false, "carry HTTP/1.1 between sidecars multiplexed over HTTP/2 (the server sidecar converts back to HTTP/1.1 toward the app)")
 	f.IntVar(&o.gcPercent, "gc-percent", sidecar.DefaultGCPercent, "Go GC target percentage (GOGC in the environment takes precedence unless this flag is given)")
 	f.StringVar(&o.memoryLimit, "memory-limit", sidecar.DefaultMemoryLimit, "Go soft memory limit, e.g. 64MiB; 0 for none (GOMEMLIMIT takes precedence unless this flag is given)")
+	f.DurationVar(&o.trimAfter, "trim-memory-after", 10*time.Second, "after this long, release the binary's start-up pages and free heap to lower resident memory; 0 disables")
 	return c
 }
 
