@@ -249,4 +249,8 @@ func TestRunProcessNoPushNotReady(t *testing.T) {
 		t.Fatalf("RunProcess returned without configuration: %v", err)
 	default:
 	}
+	// Fail closed: nothing is served before a configuration is in force.
+	if code, err := pt.plaintextGet(); err == nil {
+		t.Errorf("plaintext GET to the inbound listener before any configuration = %d, want no connection", code)
+	}
 }

@@ -114,11 +114,22 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return r.Run(gctx) })
 	}
 	g.Go(func() error { return logs.Run(gctx, cfg.Reopen) })
+	applied := make(chan struct{}) // closed when the first configuration is in force
 	g.Go(func() error {
-		applyConfig(gctx, cfg, p, logs, &configured, log)
+		applyConfig(gctx, cfg, p, logs, &configured, applied, log)
 		return nil
 	})
-	g.Go(func() error { return p.Run(gctx) })
+	g.Go(func() error {
+		// Fail closed: the proxy listens only once a configuration is in force. Before
+		// it, its policy is empty (PERMISSIVE, no authorization), which would serve
+		// plaintext callers a STRICT namespace refuses.
+		select {
+		case <-applied:
+		case <-gctx.Done():
+			return nil
+		}
+		return p.Run(gctx)
+	})
 	if cfg.AdminAddr != "" {
 		g.Go(func() error { return runAdmin(gctx, cfg, p, &configured, log) })
 	}
@@ -127,7 +138,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 // applyConfig turns every snapshot into a Policy and swaps it in; a snapshot that does
 // not compile is logged and the last good policy stays.
-func applyConfig(ctx context.Context, cfg Config, p *proxy.Proxy, logs *accessLogs, configured *atomic.Bool, log *slog.Logger) {
+func applyConfig(ctx context.Context, cfg Config, p *proxy.Proxy, logs *accessLogs, configured *atomic.Bool, applied chan<- struct{}, log *slog.Logger) {
 	for snap := range cfg.Store.Watch(ctx) {
 		td, err := waitForSVID(ctx, cfg.Agent)
 		if err != nil {
@@ -153,7 +164,9 @@ func applyConfig(ctx context.Context, cfg Config, p *proxy.Proxy, logs *accessLo
 		}
 		logs.swap(al)
 		logs.obs.setServices(pol.Services)
-		configured.Store(true)
+		if !configured.Swap(true) {
+			close(applied)
+		}
 		log.Info("configuration applied", "version", snap.Version, "services", len(pol.Services))
 	}
 }
