@@ -48,7 +48,8 @@ type Entry struct {
 	// SecondsLeft is negative once expired.
 	SecondsLeft int64  `json:"secondsLeft"`
 	TimeLeft    string `json:"timeLeft"`
-	// Status is "ok", "expiring" (inside the window) or "expired".
+	// Status is "ok", "expiring" (inside the window and, for a certificate that renews
+	// itself, past its renewal point: see renewalOverdue) or "expired".
 	Status string `json:"status"`
 }
 
@@ -80,7 +81,7 @@ func NewReport(certs []Cert, now time.Time, window time.Duration) Report {
 		switch {
 		case left <= 0:
 			e.Status = StatusExpired
-		case left <= window:
+		case left <= window && renewalOverdue(c, left):
 			e.Status = StatusExpiring
 		}
 		if e.Status != StatusOK {
@@ -92,6 +93,26 @@ func NewReport(certs []Cert, now time.Time, window time.Duration) Report {
 		return cmp.Or(a.NotAfter.Compare(b.NotAfter), cmp.Compare(roleRank(a.Role), roleRank(b.Role)), cmp.Compare(a.Name, b.Name))
 	})
 	return r
+}
+
+// renewalOverdue reports whether c, inside the window, needs an operator. Roots and
+// intermediates always do: nothing renews them. Workload and serving certificates renew
+// themselves (at half their lifetime left, Istio's default grace ratio, and at a third)
+// and the CA issues short ones on purpose, so a healthy 24h workload certificate is
+// always "within 72h"; they count only once they are past their renewal point by a
+// tenth of their lifetime (room for jitter and back-dating) — i.e. renewal is failing.
+func renewalOverdue(c Cert, left time.Duration) bool {
+	var renewAt float64
+	switch c.Role {
+	case RoleWorkload:
+		renewAt = 0.5
+	case RoleServing:
+		renewAt = 1.0 / 3
+	default:
+		return true
+	}
+	life := c.NotAfter.Sub(c.NotBefore)
+	return left < time.Duration(float64(life)*(renewAt-0.1))
 }
 
 func roleRank(role string) int {

@@ -85,10 +85,12 @@ func TestNewReport(t *testing.T) {
 		expiring int
 		statuses []string
 	}{
-		{"72h window", 72 * time.Hour, []string{"default/sleep sleep-1-2", "serving", "default/httpbin httpbin-1-1", "ca-cert", "root-0", "root-1"}, 4,
-			[]string{certreport.StatusExpired, certreport.StatusExpiring, certreport.StatusExpiring, certreport.StatusExpiring, certreport.StatusOK, certreport.StatusOK}},
+		// serving (16h of 40h left) and httpbin (half its life left) renew themselves and
+		// are not past their renewal point: inside the window, but not an operator's job.
+		{"72h window", 72 * time.Hour, []string{"default/sleep sleep-1-2", "serving", "default/httpbin httpbin-1-1", "ca-cert", "root-0", "root-1"}, 2,
+			[]string{certreport.StatusExpired, certreport.StatusOK, certreport.StatusOK, certreport.StatusExpiring, certreport.StatusOK, certreport.StatusOK}},
 		{"zero window counts only the expired", 0, nil, 1, nil},
-		{"window reaching the first root", 3650 * 24 * time.Hour, nil, 5, nil},
+		{"window reaching the first root", 3650 * 24 * time.Hour, nil, 3, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := certreport.NewReport(inventory(), at, tc.window)
@@ -106,6 +108,33 @@ func TestNewReport(t *testing.T) {
 				t.Errorf("Expiring = %d, want %d", r.Expiring, tc.expiring)
 			}
 		})
+	}
+}
+
+// TestRenewalOverdue: a certificate that renews itself counts only once it is past its
+// renewal point (by a tenth of its lifetime); one that nothing renews counts inside the
+// window at once.
+func TestRenewalOverdue(t *testing.T) {
+	cert := func(role string, life, left time.Duration) certreport.Cert {
+		return certreport.Cert{Role: role, Name: role, Serial: "1", NotBefore: at.Add(left - life), NotAfter: at.Add(left)}
+	}
+	for _, tc := range []struct {
+		name string
+		c    certreport.Cert
+		want string
+	}{
+		{"workload just issued", cert(certreport.RoleWorkload, 24*time.Hour, 24*time.Hour), certreport.StatusOK},
+		{"workload at its renewal point", cert(certreport.RoleWorkload, 24*time.Hour, 12*time.Hour), certreport.StatusOK},
+		{"workload whose renewal is failing", cert(certreport.RoleWorkload, 24*time.Hour, 9*time.Hour), certreport.StatusExpiring},
+		{"serving at a third", cert(certreport.RoleServing, 24*time.Hour, 8*time.Hour), certreport.StatusOK},
+		{"serving past renewal", cert(certreport.RoleServing, 24*time.Hour, 5*time.Hour), certreport.StatusExpiring},
+		{"intermediate with most of its life left", cert(certreport.RoleIntermediate, 24*time.Hour, 23*time.Hour), certreport.StatusExpiring},
+		{"root", cert(certreport.RoleRoot, 240*time.Hour, 71*time.Hour), certreport.StatusExpiring},
+	} {
+		r := certreport.NewReport([]certreport.Cert{tc.c}, at, 72*time.Hour)
+		if got := r.Certificates[0].Status; got != tc.want {
+			t.Errorf("%s: status = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
 

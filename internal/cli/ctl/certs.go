@@ -35,6 +35,13 @@ serving certificate and the current certificate of each connected sidecar. It pr
 them with identity or subject, serial, expiry and time left, soonest first, and marks
 those that expire within --expiring-within as EXPIRING (or EXPIRED).
 
+Roots and intermediates count as soon as they are inside the window: nothing renews
+them. Workload and serving certificates renew themselves and are short-lived on purpose
+(a healthy 24h workload certificate is always "within 72h"), so they count only once
+they are inside the window and past their renewal point (half their lifetime left for
+workloads, a third for the serving certificate) by a tenth of their lifetime: their
+renewal is failing. Expired certificates always count.
+
 Exit status, for cron and monitoring: 0 when nothing expires within the window, 1 when
 something does, 2 for bad flags or unreadable credential files, 3 when the inventory
 could not be read (control plane unreachable, credentials refused).
