@@ -38,6 +38,9 @@ type connState struct {
 	// app per request from the Host header's port.
 	hostRouted bool
 	route      *route // outbound
+	// upstream marks a connection the sidecar opened toward a destination (outbound),
+	// as opposed to the app's connection to the outbound listener.
+	upstream bool
 
 	// ready is set once the fields above are final; info reads them only after.
 	ready    atomic.Bool
@@ -65,6 +68,10 @@ type ConnInfo struct {
 	Host          string    `json:"host,omitempty"`
 	Requests      int64     `json:"requests"`
 	AdmittedBy    string    `json:"admittedBy,omitempty"`
+	// Upstream marks an outbound connection the sidecar opened toward a destination
+	// (its TLS session is what crosses the network); other outbound entries are the
+	// app's connections to the sidecar's outbound listener.
+	Upstream bool `json:"upstream,omitempty"`
 }
 
 type connTable struct {
@@ -105,7 +112,7 @@ func (cs *connState) info() ConnInfo {
 	ci := ConnInfo{
 		ID: cs.id, Direction: cs.dir.String(), Protocol: cs.proto.String(),
 		Source: cs.src.String(), Destination: cs.dst.String(), Start: cs.start, Mode: cs.mode,
-		SNI: cs.sni, Requests: cs.requests.Load(),
+		SNI: cs.sni, Requests: cs.requests.Load(), Upstream: cs.upstream,
 	}
 	if cs.tls {
 		ci.TLSVersion = tls.VersionName(cs.tlsVersion)

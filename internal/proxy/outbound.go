@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -292,13 +293,13 @@ func (p *Proxy) initRoute(rt *route) {
 	for _, e := range rt.eps {
 		addr := e.addr
 		e.http1 = p.newPool(func(ctx context.Context) (net.Conn, string, error) {
-			return p.dialRoute(ctx, rt, addr, rt.tlsHTTP1)
+			return p.dialRoute(ctx, rt, addr, rt.tlsHTTP1, protoHTTP1)
 		})
 	}
 	rt.h2 = &http2.Transport{
 		AllowHTTP: rt.tlsH2 == nil,
 		DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
-			c, _, err := p.dialRoute(ctx, rt, addr, rt.tlsH2)
+			c, _, err := p.dialRoute(ctx, rt, addr, rt.tlsH2, protoH2)
 			return c, err
 		},
 		ReadIdleTimeout: 30 * time.Second,
@@ -326,8 +327,9 @@ func (rt *route) getHTTP1(ctx context.Context) (*upConn, error) {
 }
 
 // dialRoute connects to one endpoint and runs the route's TLS handshake; it returns
-// the verified server principal for ISTIO_MUTUAL.
-func (p *Proxy) dialRoute(ctx context.Context, rt *route, addr string, tc *tls.Config) (net.Conn, string, error) {
+// the verified server principal for ISTIO_MUTUAL. A TLS connection is listed among the
+// live connections (proto is what it will carry) until it is closed.
+func (p *Proxy) dialRoute(ctx context.Context, rt *route, addr string, tc *tls.Config, proto protocol) (net.Conn, string, error) {
 	if rt.err != nil {
 		return nil, "", rt.err
 	}
@@ -354,8 +356,56 @@ func (p *Proxy) dialRoute(ctx context.Context, rt *route, addr string, tc *tls.C
 			peer = principalOf(id)
 		}
 	}
-	return tconn, peer, nil
+	return p.trackUpstream(rt, tconn, proto), peer, nil
 }
+
+// trackUpstream lists tc, a TLS connection the sidecar opened toward a destination, in
+// the live-connection table (what `ctl tls-check` shows for outbound traffic: the
+// session that actually crosses the network, not the app's plaintext leg) until it is
+// closed.
+func (p *Proxy) trackUpstream(rt *route, tc *tls.Conn, proto protocol) net.Conn {
+	st := tc.ConnectionState()
+	cs := &connState{dir: Outbound, upstream: true, c: tc, start: p.now(), route: rt, mode: rt.mode.String(), proto: proto}
+	if a, ok := tc.LocalAddr().(*net.TCPAddr); ok {
+		cs.src = a.AddrPort()
+	}
+	if a, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
+		cs.dst = a.AddrPort()
+	}
+	if len(st.PeerCertificates) > 0 {
+		if id, err := x509svid.IDFromCert(st.PeerCertificates[0]); err == nil {
+			cs.peerPrincipal = principalOf(id)
+		}
+	}
+	if rt.mode == networking.ClientTLSSettings_ISTIO_MUTUAL {
+		if id := p.ident.Load(); id != nil {
+			cs.localPrincipal = id.principal
+		}
+	}
+	cs.setTLS(st)
+	cs.ready.Store(true)
+	p.conns.add(cs)
+	return &upstreamConn{Conn: tc, tc: tc, done: func() { p.conns.remove(cs) }}
+}
+
+// upstreamConn is a tracked upstream TLS connection: closing it leaves the table.
+type upstreamConn struct {
+	net.Conn
+	tc   *tls.Conn
+	once sync.Once
+	done func()
+}
+
+func (u *upstreamConn) Close() error {
+	u.once.Do(u.done)
+	return u.Conn.Close()
+}
+
+// CloseWrite passes a half-close on (opaque TCP relies on it).
+func (u *upstreamConn) CloseWrite() error { return u.tc.CloseWrite() }
+
+// ConnectionState keeps the TLS state visible to HTTP/2's transport.
+func (u *upstreamConn) ConnectionState() tls.ConnectionState { return u.tc.ConnectionState() }
 
 // handleOutbound runs one connection from the app: explicit listener idx, or the
 // transparent listener (idx < 0) where the original destination picks the route and
@@ -426,7 +476,7 @@ func (p *Proxy) serveOutboundTCP(ctx context.Context, cs *connState, c net.Conn,
 	} else {
 		var ep *endpoint
 		if ep, err = cs.route.pick(); err == nil {
-			up, rec.PeerPrincipal, err = p.dialRoute(ctx, cs.route, ep.addr, cs.route.tlsTCP)
+			up, rec.PeerPrincipal, err = p.dialRoute(ctx, cs.route, ep.addr, cs.route.tlsTCP, protoTCP)
 		}
 	}
 	if up != nil {

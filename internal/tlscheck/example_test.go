@@ -12,7 +12,9 @@ func ExampleClassify() {
 	for _, ci := range []proxy.ConnInfo{
 		{Direction: "inbound", Mode: "STRICT", TLSVersion: "TLS 1.3", KeyExchange: "X25519MLKEM768", PeerSPIFFEID: "spiffe://cluster.local/ns/default/sa/sleep"},
 		{Direction: "inbound", Mode: "PERMISSIVE"},
-		{Direction: "outbound", Mode: "ISTIO_MUTUAL"},
+		// The sidecar's own session toward the destination.
+		{Direction: "outbound", Upstream: true, Mode: "ISTIO_MUTUAL", TLSVersion: "TLS 1.3", KeyExchange: "X25519MLKEM768", PeerSPIFFEID: "spiffe://cluster.local/ns/default/sa/reviews"},
+		{Direction: "outbound", Mode: "DISABLE"},
 	} {
 		c := tlscheck.Classify(ci)
 		fmt.Println(c.Direction, c.Mode, c.Setting, c.PostQuantum)
@@ -20,5 +22,6 @@ func ExampleClassify() {
 	// Output:
 	// inbound mTLS STRICT true
 	// inbound plaintext PERMISSIVE false
-	// outbound mTLS ISTIO_MUTUAL false
+	// outbound mTLS ISTIO_MUTUAL true
+	// outbound plaintext DISABLE false
 }

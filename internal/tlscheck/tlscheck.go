@@ -132,16 +132,13 @@ func Classify(ci proxy.ConnInfo) Conn {
 		// The inbound listener only learns a peer SPIFFE ID from a verified client
 		// certificate.
 		c.Mode = ModeMTLS
+	case ci.TLSVersion != "" && ci.Upstream && (ci.Mode == "ISTIO_MUTUAL" || ci.Mode == "MUTUAL"):
+		// The sidecar's own session toward the destination, presenting its certificate.
+		c.Mode = ModeMTLS
 	case ci.TLSVersion != "":
 		c.Mode = ModeTLS
 	case ci.Direction == "outbound":
-		// The upstream TLS session lives on a pooled connection; the DestinationRule
-		// mode in force decides it, and the proxy fails closed when it cannot be met.
 		switch ci.Mode {
-		case "ISTIO_MUTUAL", "MUTUAL":
-			c.Mode = ModeMTLS
-		case "SIMPLE":
-			c.Mode = ModeTLS
 		case "PASSTHROUGH":
 			c.Mode = ModePassthrough
 		default:
@@ -153,13 +150,27 @@ func Classify(ci proxy.ConnInfo) Conn {
 	return c
 }
 
+// appLeg reports whether ci is the app's plaintext connection to the outbound listener
+// of a route the sidecar encrypts: the sidecar's upstream entries show that traffic as
+// it crosses the network, so the app's leg is not listed (it never leaves loopback).
+func appLeg(ci proxy.ConnInfo) bool {
+	if ci.Direction != "outbound" || ci.Upstream {
+		return false
+	}
+	switch ci.Mode {
+	case "ISTIO_MUTUAL", "MUTUAL", "SIMPLE":
+		return true
+	}
+	return false
+}
+
 // NewReport classifies conns of the sidecar at addr, inbound first, each direction in
 // the admin's order.
 func NewReport(addr string, conns []proxy.ConnInfo) Report {
 	r := Report{Sidecar: addr, Connections: []Conn{}}
 	for _, dir := range []string{"inbound", "outbound"} {
 		for _, ci := range conns {
-			if ci.Direction != dir {
+			if ci.Direction != dir || appLeg(ci) {
 				continue
 			}
 			c := Classify(ci)

@@ -155,6 +155,11 @@ func TestTLSCheck(t *testing.T) {
 		if c.Direction != "outbound" || c.Host != host || c.Mode != tlscheck.ModeMTLS || c.Setting != "ISTIO_MUTUAL" || c.LocalID != "spiffe://cluster.local/ns/default/sa/sleep" {
 			t.Errorf("outbound connection = %+v, want mTLS under ISTIO_MUTUAL to %s", c, host)
 		}
+		// The session that crosses the network, as the client sidecar negotiated it.
+		if c.PeerID != "spiffe://cluster.local/ns/default/sa/httpbin" || c.TLSVersion != "TLS 1.3" || c.KeyExchange != "X25519MLKEM768" || !c.PostQuantum ||
+			!strings.HasPrefix(c.CipherSuite, "TLS_") || c.Peer != server.Inbound.String() {
+			t.Errorf("outbound connection = %+v, want TLS 1.3 with X25519MLKEM768 to %s at %s", c, "spiffe://cluster.local/ns/default/sa/httpbin", server.Inbound)
+		}
 	})
 
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
