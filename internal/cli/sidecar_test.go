@@ -64,38 +64,8 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-const e2eMesh = `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: echo, namespace: default}
-spec:
-  hosts: [echo.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  workloadSelector: {labels: {app: server}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: server, namespace: default}
-spec:
-  address: 127.0.0.1
-  ports: {http: SERVER_INBOUND}
-  labels: {app: server}
-  serviceAccount: server
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: default, namespace: default}
-spec:
-  host: "*.default.svc.cluster.local"
-  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: default, namespace: default}
-spec: {mtls: {mode: STRICT}}
----
-apiVersion: security.istio.io/v1
+// e2ePolicies are the test's policies beside meshtest.EchoMeshYAML.
+const e2ePolicies = `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: deny-admin, namespace: default}
 spec:
@@ -257,7 +227,7 @@ func TestSidecarCommandEndToEnd(t *testing.T) {
 	jwks := meshtest.NewJWKSServer(t)
 	serverInbound := freePort(t)
 	clientOut := freePort(t)
-	mesh := strings.NewReplacer("SERVER_INBOUND", strconv.Itoa(serverInbound), "ISSUER", jwks.Issuer(), "JWKS", jwks.JWKSURI()).Replace(e2eMesh)
+	mesh := meshtest.EchoMeshYAML(serverInbound) + "---\n" + strings.NewReplacer("ISSUER", jwks.Issuer(), "JWKS", jwks.JWKSURI()).Replace(e2ePolicies)
 
 	server := startSidecarCmd(t, cp, mesh, "server", "--app", echo.Addr.String(), "--inbound-port", strconv.Itoa(serverInbound), "--outbound-port", strconv.Itoa(freePort(t)))
 	client := startSidecarCmd(t, cp, mesh, "client", "--app", "127.0.0.1:1", "--inbound-port", strconv.Itoa(freePort(t)),

@@ -28,40 +28,6 @@ import (
 	"github.com/meshguard/meshguard/internal/sidecar"
 )
 
-// e2eRegistry is the part of the config that stays: the echo service behind the server
-// sidecar, mTLS between sidecars.
-const e2eRegistry = `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: echo, namespace: default}
-spec:
-  hosts: [echo.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  workloadSelector: {labels: {app: server}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: server, namespace: default}
-spec:
-  address: 127.0.0.1
-  ports: {http: SERVER_INBOUND}
-  labels: {app: server}
-  serviceAccount: server
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: default, namespace: default}
-spec:
-  host: "*.default.svc.cluster.local"
-  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: default, namespace: default}
-spec: {mtls: {mode: STRICT}}
-`
-
 // e2ePolicy allows the client to call the server and denies the given paths.
 func e2ePolicy(deny ...string) string {
 	p := `apiVersion: security.istio.io/v1
@@ -251,8 +217,7 @@ func startPushMesh(tb testing.TB) *pushMesh {
 	m := &pushMesh{tb: tb, dataDir: tb.TempDir(), configDir: tb.TempDir(), addr: freeAddr(tb)}
 	echo := meshtest.StartEcho(tb)
 	serverIn, clientOut := freeAddr(tb), freeAddr(tb)
-	_, port, _ := net.SplitHostPort(serverIn)
-	m.writeConfig("registry.yaml", strings.ReplaceAll(e2eRegistry, "SERVER_INBOUND", port))
+	m.writeConfig("registry.yaml", meshtest.EchoMeshYAML(int(netip.MustParseAddrPort(serverIn).Port())))
 	m.writeConfig("policy.yaml", e2ePolicy())
 	m.startCP()
 	m.startSidecar("server", proxy.Config{Apps: []netip.AddrPort{echo.Addr}, InboundAddr: serverIn})
