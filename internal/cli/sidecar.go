@@ -13,10 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshguard/meshguard/internal/agent"
 	"github.com/meshguard/meshguard/internal/cli/cmdenv"
 	"github.com/meshguard/meshguard/internal/memtrim"
-	"github.com/meshguard/meshguard/internal/pki"
 	"github.com/meshguard/meshguard/internal/policy"
 	"github.com/meshguard/meshguard/internal/proxy"
 	"github.com/meshguard/meshguard/internal/redirect"
@@ -25,20 +23,20 @@ import (
 
 // sidecarOptions are `meshguard sidecar`'s flags as typed.
 type sidecarOptions struct {
-	controlPlane, caRoot, caServerName, tokenFile string
-	workload, namespace, serviceAccount           string
-	labels                                        string
-	apps                                          []string
-	inboundPort, outboundPort                     uint16
-	outbound                                      []string
-	configDir, admin                              string
-	keyType                                       string
-	certTTL, drainTimeout                         time.Duration
-	h2Upstream                                    bool
-	gcPercent                                     int
-	memoryLimit                                   string
-	trimAfter                                     time.Duration
-	outboundPortSet                               bool
+	agentFlags
+	workload, namespace, serviceAccount string
+	labels                              string
+	apps                                []string
+	inboundPort, outboundPort           uint16
+	outbound                            []string
+	configDir, admin                    string
+	keyType                             string
+	certTTL, drainTimeout               time.Duration
+	h2Upstream                          bool
+	gcPercent                           int
+	memoryLimit                         string
+	trimAfter                           time.Duration
+	outboundPortSet                     bool
 }
 
 func newSidecarCmd(env *cmdenv.Env) *cobra.Command {
@@ -117,10 +115,7 @@ Signals: SIGTERM/SIGINT stop accepting, let open connections finish for
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.controlPlane, "controlplane", "", "control plane (CA and config push) address, HOST:PORT (required)")
-	f.StringVar(&o.caRoot, "ca-root", "", "PEM file with the root(s) that verify the control plane (required)")
-	f.StringVar(&o.caServerName, "ca-server-name", "", "name to verify the control plane's certificate against (default: the host of --controlplane, istiod.istio-system.svc for localhost)")
-	f.StringVar(&o.tokenFile, "token-file", "", "file holding the bootstrap token (required)")
+	o.agentFlags.add(f, "CA and config push")
 	f.StringVar(&o.workload, "workload", "", "workload name (required)")
 	f.StringVar(&o.namespace, "namespace", "", "workload namespace (required)")
 	f.StringVar(&o.serviceAccount, "service-account", "default", "workload service account")
@@ -131,8 +126,6 @@ Signals: SIGTERM/SIGINT stop accepting, let open connections finish for
 	f.StringArrayVar(&o.outbound, "outbound", nil, "explicit outbound HOST:PORT=LOCAL_PORT: the app calls 127.0.0.1:LOCAL_PORT to reach HOST:PORT; repeatable")
 	f.StringVar(&o.configDir, "config-dir", "", "read Istio YAML from this directory (watched) instead of the control plane's push")
 	f.StringVar(&o.admin, "admin", "127.0.0.1:15020", "admin address for /healthz/ready, /metrics and /debug/connections; empty disables")
-	f.StringVar(&o.keyType, "key-type", "ec-p256", "workload key: ec-p256, ec-p384 or rsa-2048")
-	f.DurationVar(&o.certTTL, "cert-ttl", agent.DefaultCertTTL, "certificate lifetime to request (the CA may cap it)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 5*time.Second, "on SIGTERM, how long open connections may finish before they are closed")
 	f.BoolVar(&o.h2Upstream, "h2-upstream", false, "carry HTTP/1.1 between sidecars multiplexed over HTTP/2 (the server sidecar converts back to HTTP/1.1 toward the app)")
 	f.IntVar(&o.gcPercent, "gc-percent", sidecar.DefaultGCPercent, "Go GC target percentage (GOGC in the environment takes precedence unless this flag is given)")
@@ -145,8 +138,11 @@ Signals: SIGTERM/SIGINT stop accepting, let open connections finish for
 // every error.
 func (o *sidecarOptions) toConfig(env *cmdenv.Env) (sidecar.ProcessConfig, error) {
 	var zero sidecar.ProcessConfig
+	acfg, err := o.agentFlags.config(env.Logger)
+	if err != nil {
+		return zero, err
+	}
 	for _, req := range []struct{ flag, val string }{
-		{"--controlplane", o.controlPlane}, {"--ca-root", o.caRoot}, {"--token-file", o.tokenFile},
 		{"--workload", o.workload}, {"--namespace", o.namespace},
 	} {
 		if req.val == "" {
@@ -176,23 +172,8 @@ func (o *sidecarOptions) toConfig(env *cmdenv.Env) (sidecar.ProcessConfig, error
 		}
 		outs = append(outs, out)
 	}
-	kt, err := pki.ParseKeyType(o.keyType)
-	if err != nil {
-		return zero, fmt.Errorf("--key-type: %w", err)
-	}
-	if o.certTTL < time.Second {
-		return zero, fmt.Errorf("--cert-ttl %s: want at least 1s", o.certTTL)
-	}
 	if o.drainTimeout < 0 {
 		return zero, fmt.Errorf("--drain-timeout %s: want 0 or more", o.drainTimeout)
-	}
-	b, err := os.ReadFile(o.caRoot)
-	if err != nil {
-		return zero, fmt.Errorf("--ca-root: %w", err)
-	}
-	roots, err := pki.ParseCertsPEM(b)
-	if err != nil {
-		return zero, fmt.Errorf("--ca-root %s: %w", o.caRoot, err)
 	}
 	pcfg := proxy.Config{
 		Apps:         apps,
@@ -217,10 +198,7 @@ func (o *sidecarOptions) toConfig(env *cmdenv.Env) (sidecar.ProcessConfig, error
 			// The access log to /dev/stdout goes where the command prints.
 			AccessLogStdout: env.Stdout,
 		},
-		Agent: agent.Config{
-			ControlPlane: o.controlPlane, CARoots: roots, CAServerName: o.caServerName,
-			TokenFile: o.tokenFile, KeyType: kt, CertTTL: o.certTTL, Logger: env.Logger,
-		},
+		Agent:     acfg,
 		ConfigDir: o.configDir,
 	}, nil
 }
