@@ -57,7 +57,7 @@ func (p *Proxy) originalDst(c net.Conn) netip.AddrPort {
 	if p.cfg.OriginalDst == nil {
 		return netip.AddrPort{}
 	}
-	tc, ok := c.(*net.TCPConn)
+	tc, ok := asTCP(c)
 	if !ok {
 		return netip.AddrPort{}
 	}

@@ -339,6 +339,7 @@ func (p *Proxy) dialRoute(ctx context.Context, rt *route, addr string, tc *tls.C
 	if err != nil {
 		return nil, "", fmt.Errorf("connect to %s endpoint %s: %w", rt.host, addr, err)
 	}
+	c = newSysConn(c)
 	if tc == nil {
 		return c, "", nil
 	}

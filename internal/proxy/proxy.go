@@ -181,7 +181,10 @@ func New(cfg Config) (*Proxy, error) {
 		addr := a.String()
 		p.apps = append(p.apps, &appTarget{addr: a, pool: p.newPool(func(ctx context.Context) (net.Conn, string, error) {
 			c, err := p.dialer().DialContext(ctx, "tcp", addr)
-			return c, "", err
+			if err != nil {
+				return nil, "", err
+			}
+			return newSysConn(c), "", nil
 		})})
 	}
 	p.appH2 = &http2.Transport{
@@ -204,6 +207,17 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.state.Store(&compiled{pol: &Policy{}, tls: cfg.TLS, serverTLS: p.newServerTLS(cfg.TLS)})
 	return p, nil
+}
+
+// asTCP returns the *net.TCPConn under c (itself, or under a sysConn).
+func asTCP(c net.Conn) (*net.TCPConn, bool) {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		return c, true
+	case interface{ tcpConn() *net.TCPConn }:
+		return c.tcpConn(), true
+	}
+	return nil, false
 }
 
 func (p *Proxy) dialer() *net.Dialer {
@@ -368,7 +382,7 @@ func (p *Proxy) accept(ctx context.Context, l net.Listener, handle func(context.
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			handle(ctx, c)
+			handle(ctx, newSysConn(c))
 		}()
 	}
 }

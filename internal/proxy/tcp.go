@@ -40,12 +40,15 @@ func pump(dst, src net.Conn, buffered *bufio.Reader) int64 {
 	return n + w
 }
 
-// unwrap exposes a *net.TCPConn under a peekedConn whose buffer is drained, so that
-// io.Copy can use the kernel's splice.
+// unwrap exposes the *net.TCPConn under a peekedConn whose buffer is drained (and
+// under a sysConn), so that io.Copy can use the kernel's splice.
 func unwrap(c net.Conn) net.Conn {
 	if pc, ok := c.(*peekedConn); ok && (pc.r == nil || pc.r.Buffered() == 0) {
 		pc.release()
-		return pc.Conn
+		c = pc.Conn
+	}
+	if tc, ok := asTCP(c); ok {
+		return tc
 	}
 	return c
 }
