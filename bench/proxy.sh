@@ -18,7 +18,8 @@
 # ever made up.
 #
 # Environment: BENCH_REPS (3), BENCH_DURATION (10s per load run), BENCH_OUT
-# (bin/bench/proxy.json), BENCH_NEWCONN_QPS (500), BENCH_PORT_BASE (18000).
+# (bin/bench/proxy.json), BENCH_NEWCONN_QPS (500), BENCH_PORT_BASE (18000), BENCH_MG (a
+# prebuilt meshguard binary to measure instead of building the checkout).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -85,9 +86,16 @@ if [ "$NCPU" -ge 2 ]; then CPU_A=0; CPU_B=1; else CPU_A=0; CPU_B=0; fi
 PIN_A=(taskset -c "$CPU_A")
 PIN_B=(taskset -c "$CPU_B")
 
-log "building meshguard"
-MG="$WORK/meshguard"
-(cd "$ROOT" && go build -o "$MG" ./cmd/meshguard)
+if [ -n "${BENCH_MG:-}" ]; then
+  MG=$BENCH_MG
+  [ -x "$MG" ] || die "BENCH_MG=$MG is not an executable"
+  log "using meshguard binary $MG"
+else
+  log "building meshguard"
+  MG="$WORK/meshguard"
+  # Static, as a sidecar image would ship it: no libc to map.
+  (cd "$ROOT" && CGO_ENABLED=0 go build -o "$MG" ./cmd/meshguard)
+fi
 
 # ---------------------------------------------------------------- helpers
 wait_port() { # host port [seconds]
