@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -22,6 +23,16 @@ import (
 type sysConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+
+	// One read and one write at a time (the mutexes), each with its arguments and
+	// results in fields and its callback bound once, so that a call allocates nothing:
+	// a closure handed to RawConn would escape to the heap on every call.
+	rmu, wmu   sync.Mutex
+	rbuf, wbuf []byte
+	rn, wn     int
+	rerr, werr syscall.Errno
+	readFn     func(fd uintptr) bool
+	writeFn    func(fd uintptr) bool
 }
 
 // newSysConn wraps a TCP connection; anything else is returned unchanged.
@@ -34,32 +45,21 @@ func newSysConn(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &sysConn{TCPConn: tc, rc: rc}
+	sc := &sysConn{TCPConn: tc, rc: rc}
+	sc.readFn, sc.writeFn = sc.readOnce, sc.writeAll
+	return sc
 }
 
 func (c *sysConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-			switch e {
-			case 0:
-				n = int(r)
-				return true
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait for readiness
-			default:
-				errno = e
-				return true
-			}
-		}
-	})
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rbuf, c.rn, c.rerr = b, 0, 0
+	err := c.rc.Read(c.readFn)
+	n, errno := c.rn, c.rerr
+	c.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -71,25 +71,35 @@ func (c *sysConn) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-func (c *sysConn) Write(b []byte) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[n])), uintptr(len(b)-n))
-			switch e {
-			case 0:
-				n += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false // socket buffer full: wait for room
-			default:
-				errno = e
-				return true
-			}
+// readOnce makes one read(2); false asks the netpoller to wait for readiness.
+func (c *sysConn) readOnce(fd uintptr) bool {
+	b := c.rbuf
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch e {
+		case 0:
+			c.rn = int(r)
+			return true
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.rerr = e
+			return true
 		}
-		return true
-	})
+	}
+}
+
+func (c *sysConn) Write(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werr = b, 0, 0
+	err := c.rc.Write(c.writeFn)
+	n, errno := c.wn, c.werr
+	c.wbuf = nil
 	switch {
 	case err != nil:
 		return n, c.opError("write", err)
@@ -97,6 +107,26 @@ func (c *sysConn) Write(b []byte) (int, error) {
 		return n, c.opError("write", os.NewSyscallError("write", errno))
 	}
 	return n, nil
+}
+
+// writeAll writes until done; false (socket buffer full) asks the netpoller to wait
+// for room, and the next call goes on where this one stopped.
+func (c *sysConn) writeAll(fd uintptr) bool {
+	b := c.wbuf
+	for c.wn < len(b) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[c.wn])), uintptr(len(b)-c.wn))
+		switch e {
+		case 0:
+			c.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
+		}
+	}
+	return true
 }
 
 // opError gives errors the shape net.TCPConn's have, so callers' errors.Is checks

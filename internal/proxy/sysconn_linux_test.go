@@ -167,3 +167,26 @@ func TestNewSysConnLeavesOthers(t *testing.T) {
 		t.Fatal("asTCP(pipe) reported a TCP connection")
 	}
 }
+
+// A read and a write allocate nothing: they run once per request on both sides.
+func TestSysConnAllocs(t *testing.T) {
+	sc, peer := sysPair(t)
+	msg, buf := []byte("0123456789"), make([]byte, 64)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := sc.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(peer, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := peer.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(sc, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per write+read round trip; want 0", allocs)
+	}
+}
