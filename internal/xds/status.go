@@ -17,10 +17,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	admin "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	csds "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -99,7 +97,7 @@ func (s *Server) syncz() (*discovery.DiscoveryResponse, error) {
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "xds: status of %s: %v", c.id, err)
 		}
-		a, err := anypb.New(cc)
+		a, err := cc.toAny()
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "xds: status of %s: %v", c.id, err)
 		}
@@ -116,7 +114,7 @@ func ts(t time.Time) *timestamppb.Timestamp {
 }
 
 // clientConfig is the CSDS form of the connection's state.
-func (c *conn) clientConfig() (*csds.ClientConfig, error) {
+func (c *conn) clientConfig() (*clientConfig, error) {
 	labels := map[string]any{}
 	for k, v := range c.workload.Labels {
 		labels[k] = v
@@ -133,29 +131,29 @@ func (c *conn) clientConfig() (*csds.ClientConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc := &csds.ClientConfig{Node: &core.Node{Id: c.nodeID, Metadata: sm}, ClientScope: c.id}
+	cc := &clientConfig{Node: &core.Node{Id: c.nodeID, Metadata: sm}, ClientScope: c.id}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, t := range Types {
-		g := &csds.ClientConfig_GenericXdsConfig{TypeUrl: t, ConfigStatus: csds.ConfigStatus_NOT_SENT}
+		g := genericXdsConfig{TypeURL: t, ConfigStatus: configNotSent}
 		st := c.types[t]
 		if st != nil {
 			g.VersionInfo, g.LastUpdated = st.acked, ts(st.ackedAt)
 			switch {
 			case st.sentVersion == "":
-				g.ClientStatus = admin.ClientResourceStatus_REQUESTED
+				g.ClientStatus = clientRequested
 			case st.nack != nil && st.nack.Version == st.sentVersion && st.acked != st.sentVersion:
-				g.ConfigStatus, g.ClientStatus = csds.ConfigStatus_ERROR, admin.ClientResourceStatus_NACKED
+				g.ConfigStatus, g.ClientStatus = configError, clientNacked
 			case st.acked == st.sentVersion:
-				g.ConfigStatus, g.ClientStatus = csds.ConfigStatus_SYNCED, admin.ClientResourceStatus_ACKED
+				g.ConfigStatus, g.ClientStatus = configSynced, clientAcked
 			default:
-				g.ConfigStatus, g.ClientStatus = csds.ConfigStatus_STALE, admin.ClientResourceStatus_REQUESTED
+				g.ConfigStatus, g.ClientStatus = configStale, clientRequested
 			}
 			if st.nack != nil {
-				g.ErrorState = &admin.UpdateFailureState{VersionInfo: st.nack.Version, Details: st.nack.Detail, LastUpdateAttempt: ts(st.nack.At)}
+				g.ErrorState = &updateFailureState{VersionInfo: st.nack.Version, Details: st.nack.Detail, LastUpdateAttempt: ts(st.nack.At)}
 			}
 		}
-		cc.GenericXdsConfigs = append(cc.GenericXdsConfigs, g)
+		cc.Generic = append(cc.Generic, g)
 	}
 	return cc, nil
 }
@@ -244,8 +242,8 @@ func FetchStatus(ctx context.Context, cc grpc.ClientConnInterface) ([]ProxyStatu
 	}
 	out := make([]ProxyStatus, 0, len(resp.GetResources()))
 	for i, a := range resp.GetResources() {
-		c := new(csds.ClientConfig)
-		if err := a.UnmarshalTo(c); err != nil {
+		c, err := parseClientConfig(a)
+		if err != nil {
 			return nil, fmt.Errorf("status resource %d: %w", i, err)
 		}
 		out = append(out, proxyStatus(c))
@@ -253,15 +251,15 @@ func FetchStatus(ctx context.Context, cc grpc.ClientConnInterface) ([]ProxyStatu
 	return out, nil
 }
 
-func proxyStatus(c *csds.ClientConfig) ProxyStatus {
-	md := c.GetNode().GetMetadata().GetFields()
+func proxyStatus(c *clientConfig) ProxyStatus {
+	md := c.Node.GetMetadata().GetFields()
 	str := func(k string) string { return md[k].GetStringValue() }
 	tm := func(k string) time.Time {
 		t, _ := time.Parse(time.RFC3339, str(k))
 		return t
 	}
 	p := ProxyStatus{
-		Conn: c.GetClientScope(), NodeID: c.GetNode().GetId(), Namespace: str(MetaNamespace), Workload: str(MetaWorkloadName),
+		Conn: c.ClientScope, NodeID: c.Node.GetId(), Namespace: str(MetaNamespace), Workload: str(MetaWorkloadName),
 		ServiceAccount: str(MetaServiceAccount), Identity: str(metaIdentity), CertExpiry: tm(metaCertExpiry), ConnectedAt: tm(metaConnected),
 	}
 	if ls := md[MetaLabels].GetStructValue().GetFields(); len(ls) > 0 {
@@ -270,13 +268,13 @@ func proxyStatus(c *csds.ClientConfig) ProxyStatus {
 			p.Labels[k] = v.GetStringValue()
 		}
 	}
-	for _, g := range c.GetGenericXdsConfigs() {
-		t := TypeStatus{TypeURL: g.GetTypeUrl(), Status: g.GetConfigStatus().String(), Acked: g.GetVersionInfo()}
-		if g.GetLastUpdated() != nil {
-			t.AckedAt = g.GetLastUpdated().AsTime()
+	for _, g := range c.Generic {
+		t := TypeStatus{TypeURL: g.TypeURL, Status: g.ConfigStatus.String(), Acked: g.VersionInfo}
+		if g.LastUpdated != nil {
+			t.AckedAt = g.LastUpdated.AsTime()
 		}
-		if e := g.GetErrorState(); e != nil {
-			t.LastNACK = &NACK{Version: e.GetVersionInfo(), Detail: e.GetDetails(), At: e.GetLastUpdateAttempt().AsTime()}
+		if e := g.ErrorState; e != nil {
+			t.LastNACK = &NACK{Version: e.VersionInfo, Detail: e.Details, At: e.LastUpdateAttempt.AsTime()}
 		}
 		p.Types = append(p.Types, t)
 	}
