@@ -19,7 +19,8 @@
 #
 # Environment: BENCH_REPS (3), BENCH_DURATION (10s per load run), BENCH_OUT
 # (bin/bench/proxy.json), BENCH_NEWCONN_QPS (500), BENCH_PORT_BASE (18000), BENCH_MG (a
-# prebuilt meshguard binary to measure instead of building the checkout).
+# prebuilt meshguard binary to measure instead of building the checkout), BENCH_MG_ARGS
+# (extra flags for both sidecars).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -304,6 +305,9 @@ spec: {mtls: {mode: STRICT}}
 YAML
   local common=(--controlplane "127.0.0.1:$MG_CP_PORT" --ca-root "$d/cp/root-cert.pem"
     --namespace bench --config-dir "$d/config" --log-level warn)
+  # BENCH_MG_ARGS: extra sidecar flags, e.g. to compare runtime settings.
+  read -r -a extra <<<"${BENCH_MG_ARGS:-}"
+  common+=("${extra[@]}")
   (cd "$d/server" && exec "${PIN_B[@]}" "$MG" sidecar "${common[@]}" --token-file "$d/server/token" \
     --workload server --service-account server --labels app=server --app "127.0.0.1:$ECHO_PORT" \
     --inbound-port "$MG_SERVER_PORT" --outbound-port $MG_SERVER_OUT --admin "127.0.0.1:$MG_SERVER_ADMIN" >"$d/server.log" 2>&1) &

@@ -160,3 +160,34 @@ func TestNoGlobalExitOrLoggers(t *testing.T) {
 		}
 	}
 }
+
+// TestBinaryStaysLean keeps out of the one binary the generated packages that cost every
+// process memory at start-up without any command needing them: every linked package's
+// initialisers run (protobuf registration) whatever the subcommand, so a sidecar pays for
+// them. Envoy's admin and status trees pull in ~17 config packages; operator status
+// uses internal/xds's own CSDS descriptors instead.
+func TestBinaryStaysLean(t *testing.T) {
+	banned := []string{
+		"github.com/envoyproxy/go-control-plane/envoy/admin/",
+		"github.com/envoyproxy/go-control-plane/envoy/service/status/",
+		"github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/",
+		"github.com/envoyproxy/go-control-plane/envoy/config/cluster/",
+		"github.com/envoyproxy/go-control-plane/envoy/config/listener/",
+		"github.com/envoyproxy/go-control-plane/envoy/config/route/",
+		"k8s.io/",
+	}
+	for _, p := range listPackages(t) {
+		if p.ImportPath != module+"/cmd/meshguard" {
+			continue
+		}
+		for _, d := range p.Deps {
+			for _, b := range banned {
+				if strings.HasPrefix(d, b) {
+					t.Errorf("cmd/meshguard links %s; every command would pay its initialisation (see docs/performance.md, Memory)", d)
+				}
+			}
+		}
+		return
+	}
+	t.Fatal("cmd/meshguard not found by go list")
+}
