@@ -304,7 +304,16 @@ func TestSidecarCommandEndToEnd(t *testing.T) {
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("server access log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
-		if b, _ := os.ReadFile(client.accessLog); strings.Count(string(b), "\n") != len(want) {
+		// The client sidecar writes its log asynchronously too, and finishes each entry
+		// after the server's: wait for it as well.
+		var b []byte
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			b, _ = os.ReadFile(client.accessLog)
+			if strings.Count(string(b), "\n") >= len(want) || time.Now().After(deadline) {
+				break
+			}
+		}
+		if strings.Count(string(b), "\n") != len(want) {
 			t.Errorf("client access log has %d lines, want %d:\n%s", strings.Count(string(b), "\n"), len(want), b)
 		}
 	})
