@@ -165,7 +165,7 @@ func TestNoGlobalExitOrLoggers(t *testing.T) {
 // process memory at start-up without any command needing them: every linked package's
 // initialisers run (protobuf registration) whatever the subcommand, so a sidecar pays for
 // them. Envoy's admin and status trees pull in ~17 config packages; operator status
-// uses internal/xds's own CSDS descriptors instead.
+// uses internal/xds's own CSDS descriptors (csds.go) instead, and this is its guard.
 func TestBinaryStaysLean(t *testing.T) {
 	banned := []string{
 		"github.com/envoyproxy/go-control-plane/envoy/admin/",

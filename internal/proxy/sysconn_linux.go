@@ -58,17 +58,12 @@ func (c *sysConn) Read(b []byte) (int, error) {
 	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerr = b, 0, 0
 	err := c.rc.Read(c.readFn)
-	n, errno := c.rn, c.rerr
 	c.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case errno != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
+	n, err := c.result("read", c.rn, err, c.rerr)
+	if err == nil && n == 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 // readOnce makes one read(2); false asks the netpoller to wait for readiness.
@@ -98,15 +93,8 @@ func (c *sysConn) Write(b []byte) (int, error) {
 	defer c.wmu.Unlock()
 	c.wbuf, c.wn, c.werr = b, 0, 0
 	err := c.rc.Write(c.writeFn)
-	n, errno := c.wn, c.werr
 	c.wbuf = nil
-	switch {
-	case err != nil:
-		return n, c.opError("write", err)
-	case errno != 0:
-		return n, c.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
+	return c.result("write", c.wn, err, c.werr)
 }
 
 // writeAll writes until done; false (socket buffer full) asks the netpoller to wait
@@ -127,6 +115,18 @@ func (c *sysConn) writeAll(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// result turns one call's outcome into net.Conn's: n bytes, and the netpoller's error
+// (deadline, close) or the system call's, if any.
+func (c *sysConn) result(op string, n int, err error, errno syscall.Errno) (int, error) {
+	switch {
+	case err != nil:
+		return n, c.opError(op, err)
+	case errno != 0:
+		return n, c.opError(op, os.NewSyscallError(op, errno))
+	}
+	return n, nil
 }
 
 // opError gives errors the shape net.TCPConn's have, so callers' errors.Is checks

@@ -4,8 +4,8 @@ package xds
 // envoy.service.status.v3.ClientConfig, so that CSDS clients can decode it. Envoy's
 // generated Go packages for it (envoy/service/status/v3 and envoy/admin/v3) import about
 // twenty more (bootstrap, cluster, listener, route, tap, …) whose protobuf registration
-// runs before main in every process of the binary, sidecars included, and costs about
-// 3.4 MiB of resident memory. So the few messages used are described here instead, with
+// runs before main in every process of the binary, sidecars included, and cost about
+// 2.6 MiB of a sidecar's start-up peak (docs/performance.md). So the few messages used are described here instead, with
 // the names, numbers and types of Envoy's .proto files (csds.proto and
 // config_dump_shared.proto), built into descriptors at first use and never registered
 // globally, and encoded with dynamicpb. Only ClientConfig.xds_config (field 2, the
