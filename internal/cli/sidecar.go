@@ -127,7 +127,7 @@ Signals: SIGTERM/SIGINT stop accepting, let open connections finish for
 	f.StringVar(&o.configDir, "config-dir", "", "read Istio YAML from this directory (watched) instead of the control plane's push")
 	f.StringVar(&o.admin, "admin", "127.0.0.1:15020", "admin address for /healthz/ready, /metrics and /debug/connections; empty disables")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 5*time.Second, "on SIGTERM, how long open connections may finish before they are closed")
-	f.BoolVar(&o.h2Upstream, "h2-upstream", false, "carry HTTP/1.1 between sidecars multiplexed over HTTP/2 (the server sidecar converts back to HTTP/1.1 toward the app)")
+	f.BoolVar(&o.h2Upstream, "h2-upstream", true, "multiplex HTTP/1.1 between meshguard sidecars as HTTP/2 streams on a few pooled connections (the server sidecar converts back to HTTP/1.1 toward the app); false: pooled HTTP/1.1 connections")
 	f.IntVar(&o.gcPercent, "gc-percent", sidecar.DefaultGCPercent, "Go GC target percentage (GOGC in the environment takes precedence unless this flag is given)")
 	f.StringVar(&o.memoryLimit, "memory-limit", sidecar.DefaultMemoryLimit, "Go soft memory limit, e.g. 64MiB; 0 for none (GOMEMLIMIT takes precedence unless this flag is given)")
 	f.DurationVar(&o.trimAfter, "trim-memory-after", 10*time.Second, "after this long, release the binary's start-up pages and free heap to lower resident memory; 0 disables")
@@ -176,12 +176,12 @@ func (o *sidecarOptions) toConfig(env *cmdenv.Env) (sidecar.ProcessConfig, error
 		return zero, fmt.Errorf("--drain-timeout %s: want 0 or more", o.drainTimeout)
 	}
 	pcfg := proxy.Config{
-		Apps:         apps,
-		InboundAddr:  net.JoinHostPort("0.0.0.0", strconv.Itoa(int(o.inboundPort))),
-		Outbound:     outs,
-		OriginalDst:  redirect.OriginalDst,
-		DrainTimeout: o.drainTimeout,
-		H2Upstream:   o.h2Upstream,
+		Apps:              apps,
+		InboundAddr:       net.JoinHostPort("0.0.0.0", strconv.Itoa(int(o.inboundPort))),
+		Outbound:          outs,
+		OriginalDst:       redirect.OriginalDst,
+		DrainTimeout:      o.drainTimeout,
+		DisableH2Upstream: !o.h2Upstream,
 	}
 	if o.drainTimeout == 0 {
 		pcfg.DrainTimeout = time.Nanosecond // close at once; proxy's zero means its default

@@ -33,8 +33,9 @@ type SidecarOptions struct {
 	TLS      proxy.TLSSettings
 	Drain    time.Duration
 	Logger   *slog.Logger
-	// H2Upstream multiplexes outbound HTTP/1.1 to peer sidecars over HTTP/2.
-	H2Upstream bool
+	// DisableH2Upstream sends outbound HTTP/1.1 to peer sidecars over pooled HTTP/1.1
+	// connections instead of HTTP/2 streams.
+	DisableH2Upstream bool
 }
 
 // StartSidecar builds a proxy with its inbound listener on 127.0.0.1:0, sets the
@@ -52,7 +53,7 @@ func StartSidecar(tb testing.TB, o SidecarOptions) *Sidecar {
 	}
 	p, err := proxy.New(proxy.Config{
 		Certs: o.Certs, Apps: o.Apps, InboundAddr: "127.0.0.1:0", Outbound: outs,
-		TLS: o.TLS, Observer: o.Observer, Logger: o.Logger, DrainTimeout: o.Drain, H2Upstream: o.H2Upstream,
+		TLS: o.TLS, Observer: o.Observer, Logger: o.Logger, DrainTimeout: o.Drain, DisableH2Upstream: o.DisableH2Upstream,
 	})
 	if err != nil {
 		tb.Fatalf("proxy.New: %v", err)

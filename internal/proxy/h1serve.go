@@ -135,8 +135,10 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 		}
 		up, err = app.pool.get(ctx)
 	} else {
-		if ex.useH2(cs.route) {
-			return ex.exchangeH2(ctx, cs.route, hasBody)
+		if ex.useMux(cs.route) {
+			if keep, handled := ex.exchangeMux(ctx, cs.route, hasBody); handled {
+				return keep
+			}
 		}
 		up, err = cs.route.getHTTP1(ctx)
 	}

@@ -30,7 +30,6 @@ type h2Exchange struct {
 	rec Record
 	req Request
 	app *appTarget // inbound: the app this request goes to
-	h1  bool       // inbound: the client sidecar got it as HTTP/1.1 (hdrOriginH1)
 }
 
 type h2ExKey struct{}
@@ -51,13 +50,8 @@ func (p *Proxy) serveH2Request(w http.ResponseWriter, r *http.Request) {
 	*rec = cs.record("h2", p.now())
 	rec.Method, rec.Path, rec.Authority, rec.Headers = r.Method, r.URL.RequestURI(), r.Host, HTTPHeader(r.Header)
 	defer p.observeTimed(rec)
-	ex.h1 = false
 	if cs.dir == Inbound {
 		r.Header.Del("X-Forwarded-Client-Cert")
-		if _, ok := r.Header[hdrOriginH1]; ok {
-			delete(r.Header, hdrOriginH1)
-			ex.h1 = true
-		}
 		ex.req = cs.request()
 		ar := &ex.req
 		ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, r.Method, r.URL.RequestURI(), r.Host, HTTPHeader(r.Header)
@@ -174,9 +168,6 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 func (p *Proxy) h2RoundTrip(r *http.Request) (*http.Response, error) {
 	cs := r.Context().Value(ctxKey{}).(*connState)
 	if cs.dir == Inbound {
-		if ex, ok := r.Context().Value(h2ExKey{}).(*h2Exchange); ok && ex.h1 {
-			return p.appH1.RoundTrip(r)
-		}
 		return p.appH2.RoundTrip(r)
 	}
 	return cs.route.h2.RoundTrip(r)

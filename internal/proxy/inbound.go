@@ -118,6 +118,7 @@ func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
 		mode = st.mtlsMode(port)
 	}
 	first := protoTLS
+	mux := false // a peer sidecar multiplexing HTTP/1.1 over HTTP/2 (alpnMux)
 	if mode != security.PeerAuthentication_MutualTLS_STRICT {
 		var err error
 		if first, err = sniff(c, br, p.cfg.ProtocolDetectionTimeout, classifyFirst); err != nil {
@@ -177,6 +178,8 @@ func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
 		conn = tc
 		rd = p.bufs.reader(tc)
 		switch state.NegotiatedProtocol {
+		case alpnMux:
+			cs.proto, mux = protoH2, true
 		case alpnIstioH2, alpnH2:
 			cs.proto = protoH2
 		case alpnIstioHTTP1, alpnHTTP1:
@@ -217,10 +220,12 @@ func (p *Proxy) handleInbound(ctx context.Context, c net.Conn) {
 	cs.app = p.appFor(port)
 	cs.ready.Store(true)
 
-	switch cs.proto {
-	case protoHTTP1:
+	switch {
+	case mux:
+		p.serveMux(ctx, cs, conn, rd)
+	case cs.proto == protoHTTP1:
 		p.serveHTTP1(ctx, cs, conn, rd)
-	case protoH2:
+	case cs.proto == protoH2:
 		h2c := &peekedConn{Conn: conn, r: rd, bufs: &p.bufs}
 		rd = nil
 		p.serveH2(ctx, cs, h2c)

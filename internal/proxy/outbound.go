@@ -45,6 +45,7 @@ type route struct {
 	tlsHTTP1 *tls.Config // nil: plaintext
 	tlsH2    *tls.Config
 	tlsTCP   *tls.Config
+	tlsMux   *tls.Config // ISTIO_MUTUAL: offers alpnMux, then istio-http/1.1
 	// err makes every connection through this route fail closed (e.g. secure naming
 	// impossible because the registry names no identity).
 	err error
@@ -54,6 +55,7 @@ type route struct {
 type endpoint struct {
 	addr  string // host:port
 	http1 *connPool
+	mux   *muxPool // ISTIO_MUTUAL routes
 }
 
 // SetPolicy compiles pol and swaps it in. On error the previous policy stays in force.
@@ -145,6 +147,9 @@ func (p *Proxy) closeRoutes(_ map[string]*route) {
 func (rt *route) close() {
 	for _, e := range rt.eps {
 		e.http1.close()
+		if e.mux != nil {
+			e.mux.close()
+		}
 	}
 	if rt.h2 != nil {
 		rt.h2.CloseIdleConnections()
@@ -206,6 +211,8 @@ func (p *Proxy) buildRoute(svc *Service, port uint32, drs DestinationRules, ts T
 		rt.tlsHTTP1 = withALPN(base, alpnIstioHTTP1)
 		rt.tlsH2 = withALPN(base, alpnH2)
 		rt.tlsTCP = withALPN(base, alpnIstioTCP)
+		rt.tlsMux = base.Clone()
+		rt.tlsMux.NextProtos = []string{alpnMux, alpnIstioHTTP1}
 	case networking.ClientTLSSettings_SIMPLE, networking.ClientTLSSettings_MUTUAL:
 		base, err := fileClientTLS(tlsSet, svc.Host, rt.mode == networking.ClientTLSSettings_MUTUAL)
 		if err != nil {
@@ -295,6 +302,9 @@ func (p *Proxy) initRoute(rt *route) {
 		e.http1 = p.newPool(func(ctx context.Context) (net.Conn, string, error) {
 			return p.dialRoute(ctx, rt, addr, rt.tlsHTTP1, protoHTTP1)
 		})
+		if rt.tlsMux != nil {
+			e.mux = &muxPool{p: p, rt: rt, ep: e}
+		}
 	}
 	rt.h2 = &http2.Transport{
 		AllowHTTP: rt.tlsH2 == nil,

@@ -374,7 +374,7 @@ func TestUpgradeAndContinue(t *testing.T) {
 	for _, h2up := range []bool{false, true} {
 		t.Run("h2Upstream="+map[bool]string{false: "off", true: "on"}[h2up], func(t *testing.T) {
 			checkNoLeaks(t)
-			up := startPair(t, pairOptions{app: meshtest.StartUpgradeEcho(t), serverPolicy: proxy.Policy{PeerAuthn: strict()}, h2Upstream: h2up})
+			up := startPair(t, pairOptions{app: meshtest.StartUpgradeEcho(t), serverPolicy: proxy.Policy{PeerAuthn: strict()}, pooledH1: !h2up})
 			t.Run("101 upgrade tunnels bytes both ways", func(t *testing.T) {
 				c, br := rawConn(t, up.outboundAddr)
 				io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n") //nolint:errcheck
@@ -390,7 +390,7 @@ func TestUpgradeAndContinue(t *testing.T) {
 					}
 				}
 			})
-			echo := startPair(t, pairOptions{app: meshtest.StartEcho(t).Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}, h2Upstream: h2up})
+			echo := startPair(t, pairOptions{app: meshtest.StartEcho(t).Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}, pooledH1: !h2up})
 			t.Run("100-continue before the body", func(t *testing.T) {
 				c, br := rawConn(t, echo.outboundAddr)
 				io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: echo\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n") //nolint:errcheck

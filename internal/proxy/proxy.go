@@ -63,9 +63,11 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// MaxIdlePerUpstream caps pooled idle connections per upstream (default 128).
 	MaxIdlePerUpstream int
-	// H2Upstream carries outbound HTTP/1.1 to peer sidecars (ISTIO_MUTUAL) multiplexed
-	// over HTTP/2; the server sidecar converts back to HTTP/1.1 toward the app.
-	H2Upstream bool
+	// DisableH2Upstream sends outbound HTTP/1.1 to peer sidecars (ISTIO_MUTUAL) over
+	// pooled HTTP/1.1 connections instead of multiplexing it as HTTP/2 streams on a
+	// few connections per endpoint (the default; a peer that is not a meshguard
+	// sidecar gets pooled HTTP/1.1 either way).
+	DisableH2Upstream bool
 }
 
 // Policy is everything the proxy enforces that the configuration can change. It is
@@ -97,7 +99,6 @@ type Proxy struct {
 
 	apps   []*appTarget
 	appH2  *http2.Transport
-	appH1  *http.Transport // requests that were HTTP/1.1 at the client sidecar
 	h2srv  *http2.Server
 	h2base *http.Server
 	rpOnce sync.Once
@@ -193,12 +194,6 @@ func New(cfg Config) (*Proxy, error) {
 			return p.dialer().DialContext(ctx, network, addr)
 		},
 		ReadIdleTimeout: 30 * time.Second,
-	}
-	p.appH1 = &http.Transport{
-		DialContext:         p.dialer().DialContext,
-		MaxIdleConnsPerHost: cfg.MaxIdlePerUpstream,
-		IdleConnTimeout:     60 * time.Second,
-		DisableCompression:  true,
 	}
 	p.h2base = &http.Server{ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
 	p.h2srv = &http2.Server{MaxConcurrentStreams: 1000, IdleTimeout: cfg.IdleTimeout}
@@ -354,7 +349,6 @@ func (p *Proxy) Run(ctx context.Context) error {
 		a.pool.close()
 	}
 	p.appH2.CloseIdleConnections()
-	p.appH1.CloseIdleConnections()
 	return nil
 }
 

@@ -73,7 +73,7 @@ type pairOptions struct {
 	serverIdentity string
 	clientTLS      *networking.ClientTLSSettings
 	drain          time.Duration
-	h2Upstream     bool // the client sidecar multiplexes HTTP/1.1 over HTTP/2
+	pooledH1       bool // the client sidecar sends pooled HTTP/1.1, not HTTP/2 streams
 	noIdentity     bool // the registry names no service account for echoHost
 }
 
@@ -109,7 +109,7 @@ func startPairTB(t testing.TB, o pairOptions) *pair {
 	pr.clientCerts = newCertSource(ca.svid(t, clientPath, time.Time{}, time.Time{}), ca.bundle())
 	pr.client = meshtest.StartSidecar(t, meshtest.SidecarOptions{
 		Certs: pr.clientCerts, Apps: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")},
-		Outbound: []proxy.ExplicitOutbound{{Host: echoHost, Port: 80}}, Policy: cpol, H2Upstream: o.h2Upstream,
+		Outbound: []proxy.ExplicitOutbound{{Host: echoHost, Port: 80}}, Policy: cpol, DisableH2Upstream: o.pooledH1,
 	})
 	pr.outboundAddr = pr.client.Outbound[0]
 	pr.outbound = "http://" + pr.outboundAddr.String()
@@ -154,7 +154,7 @@ func TestSidecarPairHTTP1(t *testing.T) {
 func testSidecarPairHTTP1(t *testing.T, h2up bool) {
 	checkNoLeaks(t)
 	echo := meshtest.StartEcho(t)
-	pr := startPair(t, pairOptions{app: echo.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}, h2Upstream: h2up})
+	pr := startPair(t, pairOptions{app: echo.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}, pooledH1: !h2up})
 	c := httpClient()
 	t.Run("the app gets HTTP/1.1", func(t *testing.T) {
 		resp, _ := get(t, c, pr.outbound+"/proto", nil)

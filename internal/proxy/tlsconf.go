@@ -182,7 +182,7 @@ func (p *Proxy) newServerTLS(ts TLSSettings) *tls.Config {
 		},
 		ClientAuth:       tls.RequireAnyClientCert,
 		VerifyConnection: func(cs tls.ConnectionState) error { return p.verifyPeer(cs, nil) },
-		NextProtos:       []string{alpnIstioH2, alpnIstioHTTP1, alpnIstioTCP, alpnH2, alpnHTTP1},
+		NextProtos:       []string{alpnMux, alpnIstioH2, alpnIstioHTTP1, alpnIstioTCP, alpnH2, alpnHTTP1},
 		Time:             p.now,
 	}
 	ts.apply(c)

@@ -1,0 +1,663 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// HTTP/1.1 between meshguard sidecars, multiplexed as HTTP/2 streams (RFC 9113) on a
+// few long-lived mTLS connections per destination endpoint. The client sidecar turns
+// each request it reads from its app into one stream (muxclient.go); the server
+// sidecar turns each stream back into an HTTP/1.1 request to its app after the same
+// authentication and authorization as any inbound request (muxserver.go).
+//
+// Both ends are meshguard's own lean HTTP/2 over x/net/http2's Framer and HPACK coder,
+// not net/http: x/net/http2's Transport and Server run several goroutines per stream
+// and hand every frame through channels, which measured 1.5-2.2x nginx's CPU per
+// request (docs/performance.md). Here the goroutine that has something to send writes
+// it under the connection's write lock (no writer goroutine), one reader goroutine per
+// connection demultiplexes frames, and the server runs one goroutine per stream.
+//
+// The ALPN protocol alpnMux selects this path, so only a meshguard server ever sees it;
+// a peer that does not offer it (an Envoy sidecar) negotiates istio-http/1.1 on the
+// same handshake and gets pooled HTTP/1.1.
+
+const alpnMux = "meshguard-h2mux"
+
+const (
+	// Receive windows we advertise. The connection window bounds what one peer can make
+	// us buffer across all of its streams; data is credited back as it is consumed.
+	muxStreamWindow = 256 << 10
+	muxConnWindow   = 1 << 20
+	// muxMaxStreams is the server's SETTINGS_MAX_CONCURRENT_STREAMS.
+	muxMaxStreams = 256
+	// HTTP/2's initial values (RFC 9113 §6.5.2) until the peer's SETTINGS say otherwise.
+	h2InitialWindow = 65535
+	h2MaxFrame      = 16 << 10
+)
+
+var (
+	errMuxClosed  = errors.New("HTTP/2 connection closed")
+	errMuxReset   = errors.New("HTTP/2 stream reset by peer")
+	errMuxRefused = errors.New("HTTP/2 stream refused by peer")
+)
+
+// muxConn is one HTTP/2 connection, client or server side. The reader goroutine owns
+// fr's read half; writes take wmu. mu guards the stream table and flow-control state.
+type muxConn struct {
+	c      net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	fr     *http2.Framer
+	server bool
+
+	wmu  sync.Mutex // fr writes, bw, henc, hbuf
+	henc *hpack.Encoder
+	hbuf bytes.Buffer
+
+	mu         sync.Mutex
+	cond       sync.Cond // send window opened, a stream slot freed, or the conn ended
+	streams    map[uint32]*muxStream
+	sendWindow int64 // connection-level, what the peer lets us send
+	peerWindow int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE for new streams
+	peerFrame  int   // the peer's SETTINGS_MAX_FRAME_SIZE
+	peerMax    uint32
+	unacked    int64  // consumed bytes not yet credited back on the connection
+	recvAvail  int64  // connection receive window left
+	err        error  // set once the connection is unusable; streams see it
+	goAway     bool   // no new streams (GOAWAY sent or received)
+	highest    uint32 // the highest stream ID opened on this connection
+	active     int    // streams in use (client: open; server: handler running)
+
+	// client side
+	nextID uint32
+	peer   string // verified server principal
+	idle   time.Time
+	now    func() time.Time
+}
+
+func newMuxConn(c net.Conn, br *bufio.Reader, bw *bufio.Writer, server bool) *muxConn {
+	mc := &muxConn{c: c, br: br, bw: bw, server: server,
+		streams: make(map[uint32]*muxStream), sendWindow: h2InitialWindow, nextID: 1,
+		peerWindow: h2InitialWindow, peerFrame: h2MaxFrame, peerMax: 100, now: time.Now,
+		recvAvail: muxConnWindow}
+	mc.cond.L = &mc.mu
+	mc.fr = http2.NewFramer(bw, br)
+	mc.fr.SetReuseFrames()
+	mc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	mc.fr.MaxHeaderListSize = maxHeadBytes
+	mc.henc = hpack.NewEncoder(&mc.hbuf)
+	return mc
+}
+
+// muxStream is one stream's receive side (a pipe the reader fills) and send window.
+type muxStream struct {
+	id         uint32
+	sendWindow int64 // guarded by mc.mu
+	recvAvail  int64 // receive window left; guarded by mc.mu
+	notify     chan struct{}
+
+	// guarded by mc.mu
+	hdrs      []hpack.HeaderField // response (client) or request (server) head
+	trailers  []hpack.HeaderField
+	hdrsReady bool
+	status    int // client: the response's :status
+	buf       []byte
+	off       int
+	ended     bool // END_STREAM received
+	err       error
+	unacked   int64 // consumed, not yet credited back
+	localDone bool  // we sent END_STREAM or RST_STREAM
+}
+
+func newMuxStream(id uint32, sendWindow int64) *muxStream {
+	return &muxStream{id: id, sendWindow: sendWindow, recvAvail: muxStreamWindow, notify: make(chan struct{}, 1)}
+}
+
+func (s *muxStream) wake() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// settings are what each side announces first. The connection window is raised
+// separately (SETTINGS cannot).
+func (mc *muxConn) writeSettings() error {
+	ss := []http2.Setting{
+		{ID: http2.SettingInitialWindowSize, Val: muxStreamWindow},
+		{ID: http2.SettingMaxHeaderListSize, Val: maxHeadBytes},
+	}
+	if mc.server {
+		ss = append(ss, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: muxMaxStreams})
+	} else {
+		ss = append(ss, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	}
+	mc.wmu.Lock()
+	defer mc.wmu.Unlock()
+	if err := mc.fr.WriteSettings(ss...); err != nil {
+		return err
+	}
+	if err := mc.fr.WriteWindowUpdate(0, muxConnWindow-h2InitialWindow); err != nil {
+		return err
+	}
+	return mc.bw.Flush()
+}
+
+// fail marks the connection dead and wakes every stream and waiter.
+func (mc *muxConn) fail(err error) {
+	mc.mu.Lock()
+	if mc.err == nil {
+		mc.err = err
+	}
+	for _, s := range mc.streams {
+		if s.err == nil && !s.ended {
+			s.err = mc.err
+		}
+		s.wake()
+	}
+	mc.cond.Broadcast()
+	mc.mu.Unlock()
+	mc.c.Close() //nolint:errcheck // the reader sees the close
+}
+
+// writeHeaders HPACK-encodes fields into one HEADERS frame and as many CONTINUATION
+// frames as the peer's frame size needs.
+func (mc *muxConn) writeHeaders(id uint32, fields []hpack.HeaderField, endStream, flush bool) error {
+	mc.wmu.Lock()
+	defer mc.wmu.Unlock()
+	mc.hbuf.Reset()
+	for _, f := range fields {
+		mc.henc.WriteField(f) //nolint:errcheck // writes to a bytes.Buffer
+	}
+	return mc.writeBlock(id, endStream, flush)
+}
+
+// writeBlock writes the encoded block in hbuf; wmu is held.
+func (mc *muxConn) writeBlock(id uint32, endStream, flush bool) error {
+	block := mc.hbuf.Bytes()
+	mc.mu.Lock()
+	max := mc.peerFrame
+	mc.mu.Unlock()
+	first := true
+	for first || len(block) > 0 {
+		n := min(len(block), max)
+		frag, last := block[:n], n == len(block)
+		var err error
+		if first {
+			err = mc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: endStream, EndHeaders: last})
+			first = false
+		} else {
+			err = mc.fr.WriteContinuation(id, last, frag)
+		}
+		if err != nil {
+			return err
+		}
+		block = block[n:]
+	}
+	if flush {
+		return mc.bw.Flush()
+	}
+	return nil
+}
+
+// writeData sends data on stream s within the flow-control windows, blocking while
+// they are closed; it sets END_STREAM on the last frame when end is true.
+func (mc *muxConn) writeData(s *muxStream, data []byte, end, flush bool) error {
+	for first := true; first || len(data) > 0; first = false {
+		mc.mu.Lock()
+		for len(data) > 0 && (mc.sendWindow <= 0 || s.sendWindow <= 0) && mc.err == nil && s.err == nil {
+			mc.cond.Wait()
+		}
+		if err := mc.err; err != nil {
+			mc.mu.Unlock()
+			return err
+		}
+		if err := s.err; err != nil {
+			mc.mu.Unlock()
+			return err
+		}
+		n := min(int64(len(data)), mc.sendWindow, s.sendWindow, int64(mc.peerFrame))
+		mc.sendWindow -= n
+		s.sendWindow -= n
+		mc.mu.Unlock()
+		last := int(n) == len(data)
+		mc.wmu.Lock()
+		err := mc.fr.WriteData(s.id, end && last, data[:n])
+		if err == nil && last && flush {
+			err = mc.bw.Flush()
+		}
+		mc.wmu.Unlock()
+		if err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+// writeRST resets stream id (best effort: a broken connection fails on its own).
+func (mc *muxConn) writeRST(id uint32, code http2.ErrCode) {
+	mc.wmu.Lock()
+	if mc.fr.WriteRSTStream(id, code) == nil {
+		mc.bw.Flush() //nolint:errcheck
+	}
+	mc.wmu.Unlock()
+}
+
+// read copies received body bytes into p, waiting for them; io.EOF after END_STREAM.
+// Consumed bytes are credited back to the peer in half-window steps, so a steady
+// stream costs one WINDOW_UPDATE per 128 KiB, not one per frame.
+func (mc *muxConn) read(s *muxStream, p []byte) (int, error) {
+	mc.mu.Lock()
+	for s.off == len(s.buf) && !s.ended && s.err == nil {
+		mc.mu.Unlock()
+		<-s.notify
+		mc.mu.Lock()
+	}
+	if s.off == len(s.buf) {
+		err := s.err
+		mc.mu.Unlock()
+		if err == nil {
+			err = io.EOF
+		}
+		return 0, err
+	}
+	n := copy(p, s.buf[s.off:])
+	s.off += n
+	if s.off == len(s.buf) {
+		s.buf, s.off = s.buf[:0], 0
+	}
+	var streamCredit, connCredit uint32
+	s.unacked += int64(n)
+	if !s.ended && s.unacked >= muxStreamWindow/2 {
+		streamCredit = uint32(s.unacked)
+		s.recvAvail += s.unacked
+		s.unacked = 0
+	}
+	mc.unacked += int64(n)
+	if mc.unacked >= muxConnWindow/2 {
+		connCredit = uint32(mc.unacked)
+		mc.recvAvail += mc.unacked
+		mc.unacked = 0
+	}
+	mc.mu.Unlock()
+	if streamCredit > 0 || connCredit > 0 {
+		mc.wmu.Lock()
+		if streamCredit > 0 {
+			mc.fr.WriteWindowUpdate(s.id, streamCredit) //nolint:errcheck // a broken conn fails the next read
+		}
+		if connCredit > 0 {
+			mc.fr.WriteWindowUpdate(0, connCredit) //nolint:errcheck
+		}
+		mc.bw.Flush() //nolint:errcheck
+		mc.wmu.Unlock()
+	}
+	return n, nil
+}
+
+// muxBody is one stream's received body as an io.Reader.
+type muxBody struct {
+	mc *muxConn
+	s  *muxStream
+}
+
+func (b muxBody) Read(p []byte) (int, error) { return b.mc.read(b.s, p) }
+
+// onData queues a DATA frame's payload for its stream, enforcing our receive windows.
+func (mc *muxConn) onData(f *http2.DataFrame) error {
+	length := int64(f.Length)
+	mc.mu.Lock()
+	if length > mc.recvAvail {
+		mc.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	mc.recvAvail -= length
+	s := mc.streams[f.StreamID]
+	// The connection window counts every DATA frame, even for a stream already gone.
+	mc.unacked += length - int64(len(f.Data()))
+	if s == nil {
+		mc.unacked += int64(len(f.Data()))
+		mc.mu.Unlock()
+		if f.StreamID == 0 || f.StreamID > mc.highest {
+			return http2.ConnectionError(http2.ErrCodeProtocol) // DATA on an idle stream
+		}
+		return mc.creditConn()
+	}
+	if s.ended {
+		mc.mu.Unlock()
+		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeStreamClosed}
+	}
+	if length > s.recvAvail {
+		mc.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	s.recvAvail -= length
+	s.buf = append(s.buf, f.Data()...)
+	if f.StreamEnded() {
+		s.ended = true
+	}
+	s.wake()
+	mc.mu.Unlock()
+	return nil
+}
+
+// creditConn returns connection window for data nobody will consume.
+func (mc *muxConn) creditConn() error {
+	mc.mu.Lock()
+	var credit uint32
+	if mc.unacked >= muxConnWindow/2 {
+		credit = uint32(mc.unacked)
+		mc.recvAvail += mc.unacked
+		mc.unacked = 0
+	}
+	mc.mu.Unlock()
+	if credit == 0 {
+		return nil
+	}
+	mc.wmu.Lock()
+	defer mc.wmu.Unlock()
+	if err := mc.fr.WriteWindowUpdate(0, credit); err != nil {
+		return err
+	}
+	return mc.bw.Flush()
+}
+
+// onControl handles the frames both sides treat alike; it returns handled=false for
+// HEADERS, DATA and GOAWAY, which the caller handles.
+func (mc *muxConn) onControl(f http2.Frame) (handled bool, err error) {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return true, nil
+		}
+		tableSize := int64(-1)
+		err := f.ForeachSetting(func(s http2.Setting) error {
+			if err := s.Valid(); err != nil {
+				return err
+			}
+			mc.mu.Lock()
+			defer mc.mu.Unlock()
+			switch s.ID {
+			case http2.SettingInitialWindowSize:
+				delta := int64(s.Val) - mc.peerWindow
+				mc.peerWindow = int64(s.Val)
+				for _, st := range mc.streams {
+					st.sendWindow += delta
+				}
+				mc.cond.Broadcast()
+			case http2.SettingMaxFrameSize:
+				mc.peerFrame = int(s.Val)
+			case http2.SettingMaxConcurrentStreams:
+				mc.peerMax = s.Val
+				mc.cond.Broadcast()
+			case http2.SettingHeaderTableSize:
+				tableSize = int64(s.Val) // applied below: wmu is taken before mu, never after
+			}
+			return nil
+		})
+		if err != nil {
+			return true, err
+		}
+		mc.wmu.Lock()
+		defer mc.wmu.Unlock()
+		if tableSize >= 0 {
+			mc.henc.SetMaxDynamicTableSizeLimit(uint32(tableSize))
+		}
+		if err := mc.fr.WriteSettingsAck(); err != nil {
+			return true, err
+		}
+		return true, mc.bw.Flush()
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return true, nil
+		}
+		mc.wmu.Lock()
+		defer mc.wmu.Unlock()
+		if err := mc.fr.WritePing(true, f.Data); err != nil {
+			return true, err
+		}
+		return true, mc.bw.Flush()
+	case *http2.WindowUpdateFrame:
+		mc.mu.Lock()
+		defer mc.mu.Unlock()
+		inc := int64(f.Increment)
+		if f.StreamID == 0 {
+			if mc.sendWindow+inc > 1<<31-1 {
+				return true, http2.ConnectionError(http2.ErrCodeFlowControl)
+			}
+			mc.sendWindow += inc
+		} else if s := mc.streams[f.StreamID]; s != nil {
+			if s.sendWindow+inc > 1<<31-1 {
+				s.err = fmt.Errorf("%w: flow-control window overflow", errMuxReset)
+				s.wake()
+			}
+			s.sendWindow += inc
+		}
+		mc.cond.Broadcast()
+		return true, nil
+	case *http2.RSTStreamFrame:
+		mc.mu.Lock()
+		if s := mc.streams[f.StreamID]; s != nil {
+			if f.ErrCode == http2.ErrCodeRefusedStream {
+				s.err = errMuxRefused
+			} else {
+				s.err = fmt.Errorf("%w: %v", errMuxReset, f.ErrCode)
+			}
+			s.wake()
+			mc.cond.Broadcast()
+		}
+		mc.mu.Unlock()
+		return true, nil
+	case *http2.PriorityFrame, *http2.UnknownFrame:
+		return true, nil
+	case *http2.PushPromiseFrame:
+		return true, http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return false, nil
+}
+
+// lowerName returns an HTTP/1.1 header name as HTTP/2 wants it (RFC 9113 §8.2.1),
+// without allocating when it is already lower case.
+func lowerName(b []byte) string {
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			return string(bytes.ToLower(b))
+		}
+	}
+	return string(b)
+}
+
+// isH2Hop reports the connection-specific fields an HTTP/2 message must not carry
+// (RFC 9113 §8.2.2), and Host, which becomes :authority.
+func isH2Hop(name []byte) bool {
+	for _, h := range [...]string{"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "host"} {
+		if equalFoldASCII(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// sendBody streams an HTTP/1.1 body from br as DATA frames on s: exactly n bytes, or a
+// chunked body (decoded: HTTP/2 has no chunked coding) whose trailers end the stream
+// as a HEADERS frame. It always ends the stream and returns the payload bytes sent.
+func (mc *muxConn) sendBody(s *muxStream, br *bufio.Reader, n int64, chunked bool) (int64, error) {
+	if !chunked {
+		return mc.copyData(s, br, n, true)
+	}
+	var total int64
+	var line []byte
+	for {
+		var err error
+		if line, err = readChunkLine(br, line[:0]); err != nil {
+			return total, err
+		}
+		size, err := parseChunkSize(line)
+		if err != nil {
+			return total, err
+		}
+		if size == 0 {
+			trailers, err := readTrailers(br)
+			if err != nil {
+				return total, err
+			}
+			if len(trailers) == 0 {
+				return total, mc.writeData(s, nil, true, true)
+			}
+			return total, mc.writeHeaders(s.id, trailers, true, true)
+		}
+		k, err := mc.copyData(s, br, size, false)
+		total += k
+		if err != nil {
+			return total, err
+		}
+		if line, err = readChunkLine(br, line[:0]); err != nil {
+			return total, err
+		}
+		if !isEmptyLine(line) {
+			return total, errBadChunk
+		}
+	}
+}
+
+// copyData sends exactly n bytes from br as DATA frames, straight out of br's buffer,
+// flushing whenever br would block so that a streamed body is never held back.
+func (mc *muxConn) copyData(s *muxStream, br *bufio.Reader, n int64, end bool) (int64, error) {
+	var done int64
+	for done < n {
+		if br.Buffered() == 0 {
+			if _, err := br.Peek(1); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return done, err
+			}
+		}
+		k := min(int64(br.Buffered()), n-done)
+		b, _ := br.Peek(int(k))
+		last := done+k == n
+		if err := mc.writeData(s, b, end && last, last || br.Buffered() == int(k)); err != nil {
+			return done, err
+		}
+		br.Discard(int(k)) //nolint:errcheck // k bytes are buffered
+		done += k
+	}
+	if n == 0 && end {
+		return 0, mc.writeData(s, nil, true, true)
+	}
+	return done, nil
+}
+
+// copyUntilEOFData sends a close-delimited HTTP/1.1 body and ends the stream.
+func (mc *muxConn) copyUntilEOFData(s *muxStream, br *bufio.Reader) (int64, error) {
+	var done int64
+	for {
+		if br.Buffered() == 0 {
+			if _, err := br.Peek(1); err != nil {
+				if errors.Is(err, io.EOF) {
+					return done, mc.writeData(s, nil, true, true)
+				}
+				return done, err
+			}
+		}
+		k := br.Buffered()
+		b, _ := br.Peek(k)
+		if err := mc.writeData(s, b, false, true); err != nil {
+			return done, err
+		}
+		br.Discard(k) //nolint:errcheck
+		done += int64(k)
+	}
+}
+
+// readTrailers parses an HTTP/1.1 trailer section (after the last chunk) into HTTP/2
+// fields, dropping those HTTP/2 forbids.
+func readTrailers(br *bufio.Reader) ([]hpack.HeaderField, error) {
+	var out []hpack.HeaderField
+	var line []byte
+	for {
+		var err error
+		if line, err = readChunkLine(br, line[:0]); err != nil {
+			return nil, err
+		}
+		if isEmptyLine(line) {
+			return out, nil
+		}
+		if len(out) == maxHeaders {
+			return nil, errHeadTooLarge
+		}
+		l := bytes.TrimRight(line, "\r\n")
+		colon := bytes.IndexByte(l, ':')
+		if colon <= 0 || !isToken(l[:colon]) {
+			return nil, fmt.Errorf("%w: bad trailer line", errBadChunk)
+		}
+		if isH2Hop(l[:colon]) {
+			continue
+		}
+		out = append(out, hpack.HeaderField{Name: lowerName(l[:colon]), Value: string(bytes.TrimSpace(l[colon+1:]))})
+	}
+}
+
+// writeH1Body copies a stream's received body to an HTTP/1.1 writer, as is or in
+// chunked coding; the stream's trailers, if any, end a chunked body. It flushes every
+// piece, so streamed responses are not held back.
+func (mc *muxConn) writeH1Body(bw *bufio.Writer, s *muxStream, chunked bool, buf []byte) (int64, error) {
+	var total int64
+	for {
+		n, err := mc.read(s, buf)
+		if n > 0 {
+			total += int64(n)
+			if chunked {
+				bw.WriteString(strconv.FormatInt(int64(n), 16)) //nolint:errcheck // bufio keeps the first error for Flush
+				bw.WriteString("\r\n")                          //nolint:errcheck
+			}
+			bw.Write(buf[:n]) //nolint:errcheck
+			if chunked {
+				bw.WriteString("\r\n") //nolint:errcheck
+			}
+			if !mc.pending(s) {
+				if err := bw.Flush(); err != nil {
+					return total, err
+				}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+	if chunked {
+		bw.WriteString("0\r\n") //nolint:errcheck
+		mc.mu.Lock()
+		trailers := s.trailers
+		mc.mu.Unlock()
+		for _, f := range trailers {
+			bw.WriteString(f.Name)  //nolint:errcheck
+			bw.WriteString(": ")    //nolint:errcheck
+			bw.WriteString(f.Value) //nolint:errcheck
+			bw.WriteString("\r\n")  //nolint:errcheck
+		}
+		bw.WriteString("\r\n") //nolint:errcheck
+	}
+	return total, bw.Flush()
+}
+
+// pending reports whether s has received bytes not yet read.
+func (mc *muxConn) pending(s *muxStream) bool {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	return s.off < len(s.buf)
+}

@@ -1,0 +1,491 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	networking "istio.io/api/networking/v1alpha3"
+)
+
+// errNoMux: the endpoint did not negotiate alpnMux (not a meshguard sidecar); the
+// request goes over pooled HTTP/1.1 instead.
+var errNoMux = errors.New("endpoint does not multiplex HTTP/1.1 over HTTP/2")
+
+// noMuxRetry is how long an endpoint that refused alpnMux is served over HTTP/1.1
+// before the multiplexed path is offered again (it may have been upgraded).
+const noMuxRetry = 5 * time.Minute
+
+// muxPool keeps the multiplexed connections to one endpoint: new streams go to the
+// first connection with a free stream slot, and only one dial is in flight at a time,
+// so a burst of requests on a cold pool opens one connection, not one each.
+type muxPool struct {
+	p    *Proxy
+	rt   *route
+	ep   *endpoint
+	mu   sync.Mutex
+	cs   []*muxConn
+	dial chan struct{} // closed when the dial in progress ends; nil when none
+	// noMux is set when the endpoint negotiated another protocol.
+	noMux time.Time
+}
+
+// open returns a connection with a stream slot reserved for the caller.
+func (mp *muxPool) open(ctx context.Context) (*muxConn, error) {
+	for {
+		now := mp.p.now()
+		mp.mu.Lock()
+		if !mp.noMux.IsZero() && now.Sub(mp.noMux) < noMuxRetry {
+			mp.mu.Unlock()
+			return nil, errNoMux
+		}
+		mp.pruneLocked(now)
+		for _, mc := range mp.cs {
+			if mc.reserve() {
+				mp.mu.Unlock()
+				return mc, nil
+			}
+		}
+		if ch := mp.dial; ch != nil {
+			mp.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		ch := make(chan struct{})
+		mp.dial = ch
+		mp.mu.Unlock()
+		mc, err := mp.connect(ctx)
+		mp.mu.Lock()
+		mp.dial = nil
+		close(ch)
+		if err != nil {
+			if errors.Is(err, errNoMux) {
+				mp.noMux = now
+			}
+			mp.mu.Unlock()
+			return nil, err
+		}
+		mp.cs = append(mp.cs, mc)
+		mp.mu.Unlock()
+	}
+}
+
+// connect dials the endpoint offering alpnMux and, for a peer that is not a meshguard
+// sidecar, istio-http/1.1: that connection then goes to the HTTP/1.1 pool.
+func (mp *muxPool) connect(ctx context.Context) (*muxConn, error) {
+	c, peer, err := mp.p.dialRoute(ctx, mp.rt, mp.ep.addr, mp.rt.tlsMux, protoH2)
+	if err != nil {
+		return nil, err
+	}
+	if cst, ok := c.(interface{ ConnectionState() tls.ConnectionState }); !ok || cst.ConnectionState().NegotiatedProtocol != alpnMux {
+		mp.ep.http1.put(&upConn{c: c, br: mp.p.bufs.reader(c), bw: mp.p.bufs.writer(c), pool: mp.ep.http1, peer: peer})
+		return nil, errNoMux
+	}
+	// Own buffers, not the pools': the connection lives long and its buffers are in
+	// use by several goroutines until the last of them is done.
+	bw := bufio.NewWriterSize(c, bufSize)
+	bw.WriteString(http2.ClientPreface) //nolint:errcheck // settings' Flush reports it
+	mc := newMuxConn(c, bufio.NewReaderSize(c, bufSize), bw, false)
+	mc.peer, mc.now = peer, mp.p.now
+	mc.idle = mc.now()
+	if err := mc.writeSettings(); err != nil {
+		c.Close() //nolint:errcheck
+		return nil, fmt.Errorf("HTTP/2 to %s: %w", mp.ep.addr, err)
+	}
+	go mp.readLoop(mc)
+	return mc, nil
+}
+
+// muxIdleTimeout closes a connection that carried no stream for this long, as the
+// HTTP/1.1 pool does.
+const muxIdleTimeout = 60 * time.Second
+
+// pruneLocked closes connections idle for muxIdleTimeout; mp.mu is held.
+func (mp *muxPool) pruneLocked(now time.Time) {
+	keep := mp.cs[:0]
+	for _, mc := range mp.cs {
+		mc.mu.Lock()
+		stale := mc.active == 0 && now.Sub(mc.idle) > muxIdleTimeout
+		mc.mu.Unlock()
+		if stale {
+			go mc.fail(errMuxClosed) // Close may block on a dead peer; not under mp.mu
+			continue
+		}
+		keep = append(keep, mc)
+	}
+	clear(mp.cs[len(keep):])
+	mp.cs = keep
+}
+
+// reserve takes a stream slot if the connection can open another stream.
+func (mc *muxConn) reserve() bool {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if mc.err != nil || mc.goAway || mc.active >= int(mc.peerMax) || mc.nextID > 1<<31-1 {
+		return false
+	}
+	mc.active++
+	return true
+}
+
+// release frees the slot of a reservation that opened no stream.
+func (mc *muxConn) release() {
+	mc.mu.Lock()
+	mc.active--
+	mc.idle = mc.now()
+	mc.cond.Broadcast()
+	mc.mu.Unlock()
+}
+
+// closeStream forgets s and frees its slot; a stream not cleanly finished on both sides
+// is reset, so the server stops working on it.
+func (mc *muxConn) closeStream(s *muxStream, reset bool) {
+	mc.mu.Lock()
+	delete(mc.streams, s.id)
+	mc.active--
+	mc.idle = mc.now()
+	idleGoAway := mc.goAway && mc.active == 0
+	mc.cond.Broadcast()
+	mc.mu.Unlock()
+	if reset {
+		mc.writeRST(s.id, http2.ErrCodeCancel)
+	}
+	if idleGoAway {
+		mc.c.Close() //nolint:errcheck // drained after GOAWAY
+	}
+}
+
+func (mp *muxPool) remove(mc *muxConn) {
+	mp.mu.Lock()
+	for i, x := range mp.cs {
+		if x == mc {
+			mp.cs = append(mp.cs[:i], mp.cs[i+1:]...)
+			break
+		}
+	}
+	mp.mu.Unlock()
+}
+
+// close shuts every connection (route removed, or proxy shutdown).
+func (mp *muxPool) close() {
+	mp.mu.Lock()
+	cs := mp.cs
+	mp.cs = nil
+	mp.mu.Unlock()
+	for _, mc := range cs {
+		mc.fail(errMuxClosed)
+	}
+}
+
+// readLoop is the connection's one reader: it delivers response heads, bodies and
+// trailers to the streams, and ends with the connection.
+func (mp *muxPool) readLoop(mc *muxConn) {
+	err := mc.clientFrames()
+	mp.remove(mc)
+	mc.fail(fmt.Errorf("%w: %w", errMuxClosed, err))
+}
+
+func (mc *muxConn) clientFrames() error {
+	for {
+		f, err := mc.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				mc.resetStream(se.StreamID, se.Code)
+				continue
+			}
+			return err
+		}
+		if handled, err := mc.onControl(f); handled {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			if err := mc.onResponseHeaders(f); err != nil {
+				return err
+			}
+		case *http2.DataFrame:
+			if err := mc.onData(f); err != nil {
+				var se http2.StreamError
+				if errors.As(err, &se) {
+					mc.resetStream(se.StreamID, se.Code)
+					continue
+				}
+				return err
+			}
+		case *http2.GoAwayFrame:
+			mc.mu.Lock()
+			mc.goAway = true
+			for id, s := range mc.streams {
+				if id > f.LastStreamID && s.err == nil {
+					s.err = errMuxRefused // never processed: safe to retry
+					s.wake()
+				}
+			}
+			done := mc.active == 0
+			mc.mu.Unlock()
+			if done {
+				return io.EOF
+			}
+		}
+	}
+}
+
+// resetStream fails stream id locally and tells the peer.
+func (mc *muxConn) resetStream(id uint32, code http2.ErrCode) {
+	mc.mu.Lock()
+	if s := mc.streams[id]; s != nil && s.err == nil {
+		s.err = fmt.Errorf("HTTP/2 stream %d: %v", id, code)
+		s.wake()
+	}
+	mc.mu.Unlock()
+	mc.writeRST(id, code)
+}
+
+func (mc *muxConn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	s := mc.streams[f.StreamID]
+	if s == nil {
+		if f.StreamID > mc.highest || f.StreamID%2 == 0 {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return nil // a stream we already gave up on
+	}
+	switch {
+	case s.hdrsReady:
+		if !f.StreamEnded() {
+			return http2.ConnectionError(http2.ErrCodeProtocol) // trailers must end the stream
+		}
+		s.trailers = f.RegularFields()
+	default:
+		code, err := strconv.Atoi(f.PseudoValue("status"))
+		switch {
+		case err != nil || code < 100 || code > 999 || code == 101:
+			s.err = fmt.Errorf("HTTP/2 stream %d: bad :status %q", f.StreamID, f.PseudoValue("status"))
+		case code < 200:
+			return nil // interim (100, 103): the HTTP/1.1 side already answered Expect
+		default:
+			s.hdrs, s.hdrsReady, s.status = f.RegularFields(), true, code
+		}
+	}
+	if f.StreamEnded() {
+		s.ended = true
+	}
+	s.wake()
+	return nil
+}
+
+// useMux reports whether this outbound request goes over the route's multiplexed
+// connections: mesh mTLS to another sidecar, not an upgrade (101 cannot ride a stream).
+func (ex *h1Exchange) useMux(rt *route) bool {
+	return !ex.p.cfg.DisableH2Upstream && rt.mode == networking.ClientTLSSettings_ISTIO_MUTUAL && rt.err == nil && !ex.req.upgrade
+}
+
+// exchangeMux forwards the current request as one HTTP/2 stream and writes the answer
+// back as HTTP/1.1. handled is false when the endpoint does not multiplex and nothing
+// was sent: the caller then uses HTTP/1.1. keep reports whether the downstream
+// connection may carry another request.
+func (ex *h1Exchange) exchangeMux(ctx context.Context, rt *route, hasBody bool) (keep, handled bool) {
+	req, rec, bw := &ex.req, &ex.rec, ex.bw
+	ep, err := rt.pick()
+	if err != nil {
+		rec.Status, rec.Flags = 503, "UF"
+		simpleResponse(bw, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", true) //nolint:errcheck // closing anyway
+		return false, true
+	}
+	fields := ex.muxRequestFields(rt)
+	expectAnswered := false
+	var s *muxStream
+	var mc *muxConn
+	for attempt := 0; ; attempt++ {
+		mc, err = ep.mux.open(ctx)
+		if errors.Is(err, errNoMux) {
+			return false, false
+		}
+		if err != nil {
+			ex.p.log.Warn("upstream connect failed", "direction", "outbound", "err", err)
+			rec.Status, rec.Flags = 503, "UF"
+			simpleResponse(bw, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure", true) //nolint:errcheck // closing anyway
+			return false, true
+		}
+		if req.expect100 && !expectAnswered {
+			// As on the HTTP/1.1 path: answer 100-continue here, do not forward Expect.
+			expectAnswered = true
+			bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n") //nolint:errcheck
+			if bw.Flush() != nil {
+				mc.release()
+				return false, true
+			}
+		}
+		s, err = mc.openStream(fields, !hasBody)
+		if err == nil && hasBody {
+			rec.BytesReceived, err = mc.sendBody(s, ex.br, req.contentLength, req.chunked)
+		}
+		if err == nil {
+			err = mc.awaitHeaders(s)
+		}
+		if err == nil {
+			break
+		}
+		if s != nil {
+			mc.closeStream(s, true)
+		} else {
+			mc.release()
+		}
+		// A stream the server never processed (refused, GOAWAY, or a connection that
+		// died before any answer) is retried once on another connection when no body
+		// was consumed.
+		if attempt == 0 && !hasBody && (errors.Is(err, errMuxRefused) || errors.Is(err, errMuxClosed)) {
+			continue
+		}
+		ex.p.log.Debug("upstream request failed", "direction", "outbound", "err", err)
+		rec.Status, rec.Flags = 503, "URX"
+		simpleResponse(bw, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination", true) //nolint:errcheck // closing anyway
+		return false, true
+	}
+	rec.PeerPrincipal = mc.peer
+	if a, ok := mc.c.RemoteAddr().(*net.TCPAddr); ok {
+		rec.Upstream = a.AddrPort()
+	}
+	mc.mu.Lock()
+	hdrs, ended := s.hdrs, s.ended && s.off == len(s.buf)
+	mc.mu.Unlock()
+	status := s.status
+	rec.Status = status
+	keep = !req.close
+	noBody := string(req.method()) == "HEAD" || status == 204 || status == 304
+	chunked := false
+	bw.WriteString("HTTP/1.1 ")          //nolint:errcheck // bufio keeps the first error for Flush
+	bw.WriteString(strconv.Itoa(status)) //nolint:errcheck
+	bw.WriteString(" ")                  //nolint:errcheck
+	bw.WriteString(statusText(status))   //nolint:errcheck
+	bw.WriteString("\r\n")               //nolint:errcheck
+	hasLength := false
+	for _, f := range hdrs {
+		if isH2Hop([]byte(f.Name)) {
+			continue
+		}
+		if f.Name == "content-length" {
+			hasLength = true
+		}
+		bw.WriteString(f.Name)  //nolint:errcheck
+		bw.WriteString(": ")    //nolint:errcheck
+		bw.WriteString(f.Value) //nolint:errcheck
+		bw.WriteString("\r\n")  //nolint:errcheck
+	}
+	if !noBody && !hasLength {
+		if ended {
+			bw.WriteString("content-length: 0\r\n") //nolint:errcheck
+		} else {
+			chunked = true
+			bw.WriteString("transfer-encoding: chunked\r\n") //nolint:errcheck
+		}
+	}
+	if !keep {
+		bw.WriteString("connection: close\r\n") //nolint:errcheck
+	}
+	bw.WriteString("\r\n") //nolint:errcheck
+	buf := ex.p.rpBufs.Get()
+	n, err := mc.writeH1Body(bw, s, chunked, buf)
+	ex.p.rpBufs.Put(buf)
+	rec.BytesSent = n
+	mc.mu.Lock()
+	clean := s.ended && s.err == nil
+	mc.mu.Unlock()
+	mc.closeStream(s, !clean)
+	if err != nil {
+		return false, true
+	}
+	return keep, true
+}
+
+// muxRequestFields turns the HTTP/1.1 request head into HTTP/2 fields.
+func (ex *h1Exchange) muxRequestFields(rt *route) []hpack.HeaderField {
+	req := &ex.req
+	authority := rt.host
+	if v, ok := req.lookup("host"); ok {
+		authority = string(v)
+	}
+	path := string(req.target())
+	if len(path) > 0 && path[0] != '/' && path != "*" {
+		// absolute-form (RFC 9112 §3.2.2): keep the path and query.
+		if u, err := url.ParseRequestURI(path); err == nil && u.Host != "" {
+			path = u.RequestURI()
+		}
+	}
+	fields := make([]hpack.HeaderField, 0, len(req.hdrs)+4)
+	fields = append(fields,
+		hpack.HeaderField{Name: ":method", Value: ex.rec.Method},
+		hpack.HeaderField{Name: ":scheme", Value: "http"},
+		hpack.HeaderField{Name: ":authority", Value: authority},
+		hpack.HeaderField{Name: ":path", Value: path})
+	for _, f := range req.hdrs {
+		name := req.b(f.name)
+		if isH2Hop(name) || equalFoldASCII(name, "expect") {
+			continue
+		}
+		fields = append(fields, hpack.HeaderField{Name: lowerName(name), Value: string(req.b(f.value))})
+	}
+	return fields
+}
+
+// openStream assigns the next stream ID and sends the request head; IDs must reach
+// the wire in order, so both happen under the write lock.
+func (mc *muxConn) openStream(fields []hpack.HeaderField, endStream bool) (*muxStream, error) {
+	mc.wmu.Lock()
+	defer mc.wmu.Unlock()
+	mc.mu.Lock()
+	if mc.err != nil {
+		err := mc.err
+		mc.mu.Unlock()
+		return nil, err
+	}
+	id := mc.nextID
+	mc.nextID += 2
+	s := newMuxStream(id, mc.peerWindow)
+	mc.streams[id] = s
+	mc.highest = id
+	mc.mu.Unlock()
+	mc.hbuf.Reset()
+	for _, f := range fields {
+		mc.henc.WriteField(f) //nolint:errcheck // writes to a bytes.Buffer
+	}
+	if err := mc.writeBlock(id, endStream, endStream); err != nil {
+		return s, fmt.Errorf("%w: %w", errMuxClosed, err)
+	}
+	return s, nil
+}
+
+// awaitHeaders waits for the final response head.
+func (mc *muxConn) awaitHeaders(s *muxStream) error {
+	mc.mu.Lock()
+	for !s.hdrsReady && s.err == nil {
+		mc.mu.Unlock()
+		<-s.notify
+		mc.mu.Lock()
+	}
+	err := s.err
+	if s.hdrsReady {
+		err = nil
+	}
+	mc.mu.Unlock()
+	return err
+}

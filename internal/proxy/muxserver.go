@@ -1,0 +1,435 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// serveMux serves one inbound connection that negotiated alpnMux: a peer sidecar's
+// HTTP/1.1 requests as HTTP/2 streams. The calling goroutine reads frames; each stream
+// runs in its own goroutine (admission, then the app over pooled HTTP/1.1) and writes
+// its response under the connection's write lock.
+func (p *Proxy) serveMux(ctx context.Context, cs *connState, c net.Conn, br *bufio.Reader) {
+	c.SetReadDeadline(p.now().Add(p.cfg.ProtocolDetectionTimeout)) //nolint:errcheck // a dead conn fails the read
+	preface, err := br.Peek(len(http2.ClientPreface))
+	if err != nil || string(preface) != http2.ClientPreface {
+		p.log.Debug("HTTP/2 connection without the client preface", "peer", cs.src.String())
+		return
+	}
+	br.Discard(len(preface))              //nolint:errcheck // peeked
+	c.SetReadDeadline(time.Time{})        //nolint:errcheck
+	bw := bufio.NewWriterSize(c, bufSize) // not pooled: stream goroutines may outlive a failed read
+	mc := newMuxConn(c, br, bw, true)
+	mc.now = p.now
+	var streams sync.WaitGroup
+	defer streams.Wait()
+	if err := mc.writeSettings(); err != nil {
+		return
+	}
+	mc.idleLocked(p, cs) // no stream yet: the idle timeout runs
+	err = p.muxFrames(ctx, cs, mc, &streams)
+	code := http2.ErrCodeNo
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		code = http2.ErrCode(ce)
+		p.log.Debug("HTTP/2 connection error", "peer", cs.src.String(), "err", err)
+	}
+	mc.mu.Lock()
+	last := mc.highest
+	mc.mu.Unlock()
+	mc.wmu.Lock()
+	if mc.fr.WriteGoAway(last, code, nil) == nil {
+		mc.bw.Flush() //nolint:errcheck // closing anyway
+	}
+	mc.wmu.Unlock()
+	if code != http2.ErrCodeNo || !errors.Is(err, errMuxDrained) {
+		mc.fail(errMuxClosed) // wakes streams blocked on the peer; they end quickly
+	}
+}
+
+// errMuxDrained ends a connection whose streams all finished after GOAWAY or idleness.
+var errMuxDrained = errors.New("HTTP/2 connection drained")
+
+// idleLocked arms the idle timeout when no stream is active (or, draining, ends the
+// connection now); mu need not be held by the caller at start-up.
+func (mc *muxConn) idleLocked(p *Proxy, cs *connState) {
+	if mc.active > 0 {
+		return
+	}
+	cs.idle.Store(true)
+	deadline := p.now().Add(p.cfg.IdleTimeout)
+	if mc.goAway || p.draining.Load() {
+		deadline = time.Unix(1, 0)
+	}
+	mc.c.SetReadDeadline(deadline) //nolint:errcheck // a dead conn fails the read
+}
+
+func (p *Proxy) muxFrames(ctx context.Context, cs *connState, mc *muxConn, streams *sync.WaitGroup) error {
+	for {
+		f, err := mc.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			switch {
+			case errors.As(err, &se):
+				mc.resetStream(se.StreamID, se.Code)
+				continue
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				mc.mu.Lock()
+				idle := mc.active == 0
+				mc.mu.Unlock()
+				if idle {
+					return errMuxDrained
+				}
+				continue // a stream started as the deadline fired
+			}
+			return err
+		}
+		if p.draining.Load() {
+			mc.mu.Lock()
+			mc.goAway = true
+			mc.mu.Unlock()
+		}
+		if handled, err := mc.onControl(f); handled {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			if err := p.onRequestHeaders(ctx, cs, mc, f, streams); err != nil {
+				return err
+			}
+		case *http2.DataFrame:
+			if err := mc.onData(f); err != nil {
+				var se http2.StreamError
+				if errors.As(err, &se) {
+					mc.resetStream(se.StreamID, se.Code)
+					continue
+				}
+				return err
+			}
+		case *http2.GoAwayFrame:
+			mc.mu.Lock()
+			mc.goAway = true
+			mc.idleLocked(p, cs)
+			mc.mu.Unlock()
+		}
+	}
+}
+
+func (p *Proxy) onRequestHeaders(ctx context.Context, cs *connState, mc *muxConn, f *http2.MetaHeadersFrame, streams *sync.WaitGroup) error {
+	id := f.StreamID
+	mc.mu.Lock()
+	if s := mc.streams[id]; s != nil {
+		// Request trailers: they must end the stream.
+		if !f.StreamEnded() || s.ended {
+			mc.mu.Unlock()
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		s.trailers, s.ended = f.RegularFields(), true
+		s.wake()
+		mc.mu.Unlock()
+		return nil
+	}
+	if id%2 == 0 || id <= mc.highest {
+		mc.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	mc.highest = id
+	// Streams count until their handler returns, not until the peer resets them, so a
+	// peer cannot run more than muxMaxStreams requests at once (the HTTP/2 rapid-reset
+	// attack).
+	if mc.goAway || mc.active >= muxMaxStreams {
+		mc.mu.Unlock()
+		mc.writeRST(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	if f.Truncated {
+		mc.mu.Unlock()
+		mc.writeRST(id, http2.ErrCodeProtocol) // over MAX_HEADER_LIST_SIZE
+		return nil
+	}
+	s := newMuxStream(id, mc.peerWindow)
+	s.hdrs, s.ended = f.Fields, f.StreamEnded()
+	hasBody := !s.ended
+	mc.streams[id] = s
+	mc.active++
+	cs.idle.Store(false)
+	mc.c.SetReadDeadline(time.Time{}) //nolint:errcheck
+	mc.mu.Unlock()
+	streams.Go(func() {
+		code := p.muxServeStream(ctx, cs, mc, s, hasBody)
+		mc.mu.Lock()
+		delete(mc.streams, s.id)
+		mc.active--
+		// A stream answered before its request body ended is reset with NO_ERROR so
+		// that the peer stops sending (RFC 9113 §8.1).
+		reset := code != http2.ErrCodeNo || !s.ended
+		mc.idleLocked(p, cs)
+		mc.mu.Unlock()
+		if reset {
+			mc.writeRST(s.id, code)
+		}
+	})
+	return nil
+}
+
+// muxServeStream forwards one request stream to the app. It returns the code to reset
+// the stream with, http2.ErrCodeNo when the exchange completed.
+func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, s *muxStream, hasBody bool) http2.ErrCode {
+	cs.requests.Add(1)
+	st := p.state.Load()
+	var req head
+	req.reset()
+	if err := buildMuxHead(&req, s.hdrs, hasBody); err != nil {
+		p.log.Debug("malformed HTTP/2 request", "peer", cs.src.String(), "err", err)
+		return http2.ErrCodeProtocol
+	}
+	rec := cs.record("h2", p.now())
+	rec.Method = internMethod(req.method())
+	host, _ := req.lookup("host")
+	if p.cfg.Observer != nil {
+		rec.Path, rec.Authority, rec.Headers = string(req.target()), string(host), &req
+	}
+	defer p.observeTimed(&rec)
+
+	ar := cs.request()
+	ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, rec.Method, string(req.target()), string(host), &req
+	status, d := p.admit(ctx, cs, st, &ar, ar.Path)
+	rec.decided(d)
+	ar.Headers = nil
+	if status != 0 {
+		rec.Status = status
+		if status == 401 {
+			rec.Flags = "UAEX"
+		} else {
+			rec.Denied = true
+		}
+		return mc.simpleResponse(s, status, denyBody(status))
+	}
+	app := cs.app
+	if cs.hostRouted {
+		var ok bool
+		if app, rec.Port, ok = p.appForHost(cs, st, ar.Host); !ok {
+			rec.Status = 403
+			return mc.simpleResponse(s, 403, bodyDenied)
+		}
+	}
+	up, err := app.pool.get(ctx)
+	if err != nil {
+		p.log.Warn("upstream connect failed", "direction", "inbound", "err", err)
+		rec.Status, rec.Flags = 503, "UF"
+		return mc.simpleResponse(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
+	}
+	if a, ok := up.c.RemoteAddr().(*net.TCPAddr); ok {
+		rec.Upstream = a.AddrPort()
+	}
+	code, reusable := p.muxToApp(mc, s, &req, up, cs.xfccHeader, &rec)
+	if reusable {
+		up.pool.put(up)
+	} else {
+		up.discard()
+	}
+	return code
+}
+
+// muxToApp sends the request to the app over HTTP/1.1 and its response back on the
+// stream. reusable reports whether the app connection is clean for another request.
+func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, req *head, up *upConn, xfcc string, rec *Record) (http2.ErrCode, bool) {
+	hasBody := req.contentLength > 0 || req.chunked
+	extra := xfcc
+	if req.chunked {
+		extra += "transfer-encoding: chunked\r\n"
+	}
+	writeHead(up.bw, req, skipInbound, extra)
+	var err error
+	if hasBody {
+		buf := p.rpBufs.Get()
+		rec.BytesReceived, err = mc.writeH1Body(up.bw, s, req.chunked, buf)
+		p.rpBufs.Put(buf)
+		if err == nil && !req.chunked && rec.BytesReceived != req.contentLength {
+			err = fmt.Errorf("request body of %d bytes, content-length %d", rec.BytesReceived, req.contentLength)
+		}
+	} else {
+		err = up.bw.Flush()
+	}
+	var resp head
+	if err == nil {
+		err = readHead(up.br, &resp, false)
+		for err == nil && resp.status < 200 && resp.status != 101 {
+			err = readHead(up.br, &resp, false) // interim: Expect was not forwarded
+		}
+		if err == nil && resp.status == 101 {
+			err = errors.New("the app switched protocols on a request that did not ask to")
+		}
+	}
+	if err != nil {
+		p.log.Debug("upstream request failed", "direction", "inbound", "err", err)
+		rec.Status, rec.Flags = 503, "URX"
+		if mc.isErr(s) {
+			return http2.ErrCodeCancel, false
+		}
+		return mc.simpleResponse(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"), false
+	}
+	rec.Status = resp.status
+	noBody := !resp.responseHasBody(req.method()) || resp.contentLength == 0
+	fields := make([]hpack.HeaderField, 0, len(resp.hdrs)+1)
+	fields = append(fields, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(resp.status)})
+	for _, f := range resp.hdrs {
+		name := resp.b(f.name)
+		if isH2Hop(name) || (resp.contentLength < 0 && equalFoldASCII(name, "content-length")) {
+			continue
+		}
+		fields = append(fields, hpack.HeaderField{Name: lowerName(name), Value: string(resp.b(f.value))})
+	}
+	if err := mc.writeHeaders(s.id, fields, noBody, noBody); err != nil {
+		return http2.ErrCodeCancel, false
+	}
+	reusable := !resp.close
+	switch {
+	case noBody:
+	case resp.chunked:
+		rec.BytesSent, err = mc.sendBody(s, up.br, -1, true)
+	case resp.contentLength > 0:
+		rec.BytesSent, err = mc.copyData(s, up.br, resp.contentLength, true)
+	default:
+		rec.BytesSent, err = mc.copyUntilEOFData(s, up.br)
+		reusable = false
+	}
+	if err != nil {
+		return http2.ErrCodeInternal, false
+	}
+	return http2.ErrCodeNo, reusable
+}
+
+func (mc *muxConn) isErr(s *muxStream) bool {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	return s.err != nil || mc.err != nil
+}
+
+// simpleResponse answers a stream with a small response the proxy generates.
+func (mc *muxConn) simpleResponse(s *muxStream, status int, body string) http2.ErrCode {
+	fields := []hpack.HeaderField{
+		{Name: ":status", Value: strconv.Itoa(status)},
+		{Name: "content-type", Value: "text/plain"},
+		{Name: "content-length", Value: strconv.Itoa(len(body))},
+	}
+	if err := mc.writeHeaders(s.id, fields, body == "", body == ""); err != nil {
+		return http2.ErrCodeCancel
+	}
+	if body != "" && mc.writeData(s, []byte(body), true, true) != nil {
+		return http2.ErrCodeCancel
+	}
+	return http2.ErrCodeNo
+}
+
+// buildMuxHead turns an HTTP/2 request head into an HTTP/1.1 one in h, refusing what
+// would be malformed in HTTP/2 (RFC 9113 §8.2-8.3) or could not be expressed safely on
+// an HTTP/1.1 request line. hasBody: the HEADERS frame did not end the stream.
+func buildMuxHead(h *head, fields []hpack.HeaderField, hasBody bool) error {
+	var method, path, authority, scheme string
+	for _, f := range fields {
+		if !f.IsPseudo() {
+			continue
+		}
+		switch f.Name {
+		case ":method":
+			method = f.Value
+		case ":path":
+			path = f.Value
+		case ":authority":
+			authority = f.Value
+		case ":scheme":
+			scheme = f.Value
+		default:
+			return fmt.Errorf("pseudo-header %s not allowed in a request", f.Name)
+		}
+	}
+	switch {
+	case method == "" || !isToken([]byte(method)):
+		return fmt.Errorf("bad or missing :method %q", method)
+	case method == "CONNECT":
+		return errors.New("CONNECT is not carried between sidecars")
+	case scheme == "":
+		return errors.New("missing :scheme")
+	case path == "" || (path[0] != '/' && !(path == "*" && method == "OPTIONS")):
+		return fmt.Errorf("bad :path %q", path)
+	case !visibleASCII(path) || !visibleASCII(authority):
+		return errors.New(":path or :authority with spaces or control characters")
+	}
+	h.buf = append(h.buf, method...)
+	h.buf = append(h.buf, ' ')
+	h.buf = append(h.buf, path...)
+	h.buf = append(h.buf, " HTTP/1.1"...)
+	ms := int32(len(method))
+	h.first = [3]span{{0, ms}, {ms + 1, ms + 1 + int32(len(path))}, {ms + 2 + int32(len(path)), int32(len(h.buf))}}
+	add := func(name, value string) {
+		s := int32(len(h.buf))
+		h.buf = append(h.buf, name...)
+		h.buf = append(h.buf, ": "...)
+		h.buf = append(h.buf, value...)
+		n := s + int32(len(name))
+		h.hdrs = append(h.hdrs, hfield{name: span{s, n}, value: span{n + 2, int32(len(h.buf))}})
+	}
+	if authority != "" {
+		add("host", authority)
+	}
+	for _, f := range fields {
+		if f.IsPseudo() {
+			continue
+		}
+		name := []byte(f.Name)
+		switch {
+		case equalFoldASCII(name, "te"):
+			if f.Value != "trailers" {
+				return errors.New("te other than trailers")
+			}
+			continue
+		case equalFoldASCII(name, "host"):
+			if authority == "" {
+				add("host", f.Value)
+			}
+			continue
+		case isH2Hop(name):
+			return fmt.Errorf("connection-specific header %s", f.Name)
+		case equalFoldASCII(name, "content-length"):
+			n, err := parseContentLength([]byte(f.Value))
+			if err != nil || (h.contentLength >= 0 && n != h.contentLength) {
+				return fmt.Errorf("bad content-length %q", f.Value)
+			}
+			h.contentLength = n
+		}
+		if len(h.hdrs) == maxHeaders {
+			return errHeadTooLarge
+		}
+		add(f.Name, f.Value)
+	}
+	if hasBody && h.contentLength < 0 {
+		h.chunked = true
+	}
+	if !hasBody && h.contentLength > 0 {
+		return fmt.Errorf("content-length %d on a request without a body", h.contentLength)
+	}
+	return nil
+}
+
+func visibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
