@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -391,6 +393,11 @@ func buildMuxHead(h *head, fields []hpack.HeaderField, hasBody bool) error {
 			continue
 		}
 		name := []byte(f.Name)
+		// The framer already refuses these (RFC 9113 §8.2.1); checked again because
+		// they become HTTP/1.1 header lines.
+		if !isToken(name) || bytes.ContainsFunc(name, func(r rune) bool { return 'A' <= r && r <= 'Z' }) || !httpguts.ValidHeaderFieldValue(f.Value) {
+			return fmt.Errorf("bad header field %q", f.Name)
+		}
 		switch {
 		case equalFoldASCII(name, "te"):
 			if f.Value != "trailers" {
