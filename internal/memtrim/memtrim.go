@@ -63,12 +63,29 @@ func ParseMaps(r io.Reader, exe string) ([]Mapping, error) {
 	return out, nil
 }
 
-// Trim returns freed heap to the OS and drops the resident pages of the running
-// executable's read-only mappings. Call it once start-up work (package initialisers,
-// configuration, the first certificate) is done. It lowers the current RSS (VmRSS),
-// not the peak the kernel already recorded (VmHWM).
+// Trim drops the resident pages of the running executable's read-only mappings
+// (ReleaseExecutable), then returns freed heap to the operating system. Call it once
+// start-up work (package initialisers, configuration, the first certificate) is done.
+// It lowers the current RSS (VmRSS), not the peak the kernel already recorded (VmHWM).
+//
+// The order matters for that peak: the kernel records VmHWM at the first page drop,
+// and the collection debug.FreeOSMemory runs first reads the stack maps and type data
+// of everything live. Dropping the executable's pages before it keeps what the
+// collection faults back in out of the recorded peak.
 func Trim() (Result, error) {
+	res, err := ReleaseExecutable()
 	debug.FreeOSMemory()
+	return res, err
+}
+
+// ReleaseExecutable drops the page-table entries of the running executable's
+// read-only mappings (text, read-only data, the runtime's function tables) without
+// running the collector, so it is cheap enough to call at every start-up stage. Pages
+// still in use fault back in from the page cache (minor faults, no I/O). This lowers
+// the process's RSS, not the host's memory use: the pages stay in the page cache,
+// shared with every process mapping the binary, and stay charged to the cgroup that
+// first read them.
+func ReleaseExecutable() (Result, error) {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		return Result{}, fmt.Errorf("finding the executable: %w", err)

@@ -93,24 +93,37 @@ func FuzzParseMaps(f *testing.F) {
 	})
 }
 
-// TestTrimLowersRSS trims this test binary for real and checks that its file-backed
-// resident memory went down and that the process still runs the code it dropped.
-func TestTrimLowersRSS(t *testing.T) {
-	before := statusKiB(t, "RssFile")
-	res, err := memtrim.Trim()
-	if err != nil {
-		t.Fatal(err)
-	}
-	after := statusKiB(t, "RssFile")
-	if res.Mappings < 2 || res.Bytes == 0 {
-		t.Errorf("Trim = %+v, want the executable's text and read-only data", res)
-	}
-	if after >= before {
-		t.Errorf("RssFile %d kB after Trim, %d kB before: want lower", after, before)
-	}
-	// Code and read-only data fault back in from the page cache.
-	if got := strconv.Itoa(12345) + strings.ToUpper("ok"); got != "12345OK" {
-		t.Fatalf("after Trim: %q", got)
+// TestReleaseLowersRSS releases this test binary's pages for real, both ways, and
+// checks that its file-backed resident memory went down and that the process still
+// runs the code it dropped.
+func TestReleaseLowersRSS(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		fn   func() (memtrim.Result, error)
+	}{
+		{"Trim", memtrim.Trim},
+		{"ReleaseExecutable", memtrim.ReleaseExecutable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// Fault the code and data back in, so that there is something to drop.
+			_ = strconv.Itoa(12345) + strings.ToUpper("warm")
+			before := statusKiB(t, "RssFile")
+			res, err := tt.fn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			after := statusKiB(t, "RssFile")
+			if res.Mappings < 2 || res.Bytes == 0 {
+				t.Errorf("%s = %+v, want the executable's text and read-only data", tt.name, res)
+			}
+			if after >= before {
+				t.Errorf("RssFile %d kB after %s, %d kB before: want lower", after, tt.name, before)
+			}
+			// Code and read-only data fault back in from the page cache.
+			if got := strconv.Itoa(12345) + strings.ToUpper("ok"); got != "12345OK" {
+				t.Fatalf("after %s: %q", tt.name, got)
+			}
+		})
 	}
 }
 
