@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +163,68 @@ func TestServiceLabelIsBounded(t *testing.T) {
 	want := map[string]float64{"reviews.default.svc.cluster.local": 2, "unknown": 4}
 	if len(got) != len(want) || got["reviews.default.svc.cluster.local"] != 2 || got["unknown"] != 4 {
 		t.Errorf("istio_requests_total by destination_service = %v, want %v", got, want)
+	}
+}
+
+func TestServiceLabels(t *testing.T) {
+	tests := []struct{ host, name, ns string }{
+		{"reviews.default.svc.cluster.local", "reviews", "default"},
+		{"reviews.default.svc", "reviews", "default"},
+		{"reviews.default", "reviews", ""},
+		{"reviews", "reviews", ""},
+		{"api.example.com", "api", ""},
+		{"a.b.svcx", "a", ""},
+		{"", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.host, func(t *testing.T) {
+			name, ns := serviceLabels(tt.host)
+			if name != tt.name || ns != tt.ns {
+				t.Errorf("serviceLabels(%q) = %q, %q; want %q, %q", tt.host, name, ns, tt.name, tt.ns)
+			}
+		})
+	}
+}
+
+// TestURICacheBounded: the cache answers the same URI as building it, and stops
+// growing at maxCachedURIs (a caller presenting many identities cannot grow it).
+func TestURICacheBounded(t *testing.T) {
+	var c uriCache
+	if got := c.uri(""); got != "" {
+		t.Errorf(`uri("") = %q, want ""`, got)
+	}
+	for i := range maxCachedURIs + 10 {
+		p := "cluster.local/ns/default/sa/sa-" + strconv.Itoa(i)
+		if got, want := c.uri(p), "spiffe://"+p; got != want {
+			t.Fatalf("uri(%q) = %q, want %q", p, got, want)
+		}
+	}
+	if n := len(*c.m.Load()); n != maxCachedURIs {
+		t.Errorf("cache holds %d URIs, want the bound %d", n, maxCachedURIs)
+	}
+}
+
+// TestObserveMetricsAllocs: recording a request's metrics allocates nothing once its
+// series exists; it runs on the data path for every request, and each allocation
+// there makes the collector run more often under load.
+func TestObserveMetricsAllocs(t *testing.T) {
+	m, err := metrics.NewSidecar(prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := newObserver(m, policy.Workload{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}})
+	obs.setServices([]proxy.Service{{Host: "reviews.default.svc.cluster.local"}})
+	for _, r := range []*proxy.Record{
+		{Direction: proxy.Outbound, Protocol: "http/1.1", Host: "reviews.default.svc.cluster.local:9080", Status: 200,
+			LocalPrincipal: "cluster.local/ns/default/sa/web", PeerPrincipal: "cluster.local/ns/default/sa/reviews"},
+		{Direction: proxy.Inbound, Protocol: "http/1.1", Authority: "reviews.default.svc.cluster.local", Status: 200, TLSVersion: 0x0304,
+			LocalPrincipal: "cluster.local/ns/default/sa/reviews", SourcePrincipal: "cluster.local/ns/default/sa/web"},
+	} {
+		t.Run(r.Direction.String(), func(t *testing.T) {
+			obs.record(r) // creates the series
+			if n := testing.AllocsPerRun(100, func() { obs.record(r) }); n != 0 {
+				t.Errorf("record allocates %.1f times per request, want 0", n)
+			}
+		})
 	}
 }
