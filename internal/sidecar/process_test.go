@@ -77,7 +77,7 @@ type processUnderTest struct {
 	stop func()
 }
 
-func startProcess(t testing.TB, cp *meshtest.ControlPlane) *processUnderTest {
+func startProcess(t testing.TB, cp *meshtest.ControlPlane, opts ...func(*sidecar.ProcessConfig)) *processUnderTest {
 	t.Helper()
 	tok := filepath.Join(t.TempDir(), "web.token")
 	if err := os.WriteFile(tok, []byte(cp.Token(t, "default", "web", time.Hour)), 0o600); err != nil {
@@ -104,6 +104,9 @@ func startProcess(t testing.TB, cp *meshtest.ControlPlane) *processUnderTest {
 			AccessLogStdout: io.Discard, Logger: log,
 		},
 		Agent: agent.Config{ControlPlane: cp.Addr, CARoots: roots, TokenFile: tok, Logger: log},
+	}
+	for _, o := range opts {
+		o(&pc)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { pt.done <- sidecar.RunProcess(ctx, pc) }()
@@ -252,5 +255,59 @@ func TestRunProcessNoPushNotReady(t *testing.T) {
 	// Fail closed: nothing is served before a configuration is in force.
 	if code, err := pt.plaintextGet(); err == nil {
 		t.Errorf("plaintext GET to the inbound listener before any configuration = %d, want no connection", code)
+	}
+}
+
+// TestRunProcessStartupStages: StartupStage sees each start-up stage exactly once, in
+// an order consistent with what each stage depends on, by the time the sidecar is
+// ready (the sidecar releases memory there; a stage never reported would leave
+// start-up's pages resident through the first requests).
+func TestRunProcessStartupStages(t *testing.T) {
+	var mu sync.Mutex
+	var got []sidecar.Stage
+	pt := startProcess(t, startPushControlPlane(t), func(pc *sidecar.ProcessConfig) {
+		pc.Sidecar.StartupStage = func(s sidecar.Stage) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, s)
+		}
+	})
+	pt.waitReady(t)
+	all := []sidecar.Stage{sidecar.StageBuilt, sidecar.StageSnapshot, sidecar.StageCertificate, sidecar.StageApplied, sidecar.StageListening}
+	// StageListening is reported by its own goroutine as the listeners come up, so it
+	// may trail the first 200 from /healthz/ready by a moment.
+	var stages []sidecar.Stage
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		stages = slices.Clone(got)
+		mu.Unlock()
+		if len(stages) >= len(all) || time.Now().After(deadline) {
+			break
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // a stage reported twice would show now
+	mu.Lock()
+	stages = slices.Clone(got)
+	mu.Unlock()
+	if len(stages) != len(all) {
+		t.Fatalf("stages after ready = %q, want each of %q once", stages, all)
+	}
+	at := map[sidecar.Stage]int{}
+	for i, s := range stages {
+		at[s] = i
+	}
+	for _, s := range all {
+		if _, ok := at[s]; !ok {
+			t.Fatalf("stages after ready = %q, missing %q", stages, s)
+		}
+	}
+	for _, before := range [][2]sidecar.Stage{
+		{sidecar.StageBuilt, sidecar.StageSnapshot}, {sidecar.StageBuilt, sidecar.StageCertificate},
+		{sidecar.StageSnapshot, sidecar.StageApplied}, {sidecar.StageCertificate, sidecar.StageApplied},
+		{sidecar.StageApplied, sidecar.StageListening},
+	} {
+		if at[before[0]] > at[before[1]] {
+			t.Errorf("stages = %q: %q after %q", stages, before[0], before[1])
+		}
 	}
 }

@@ -69,7 +69,33 @@ type Config struct {
 	Logger     *slog.Logger
 	// Now is the clock of metrics and the proxy; nil means time.Now.
 	Now func() time.Time
+	// StartupStage, if set, is called once as start-up passes each of its stages, in
+	// the order they happen, from any goroutine: StageBuilt, StageSnapshot,
+	// StageCertificate, StageApplied, StageListening (snapshot and certificate may
+	// come in either order). `meshguard sidecar` releases the binary's resident pages
+	// there (memtrim): each stage runs code the next one does not (YAML and Istio
+	// protobufs, the CSR over gRPC and TLS, policy compilation), and releasing between
+	// them keeps start-up's resident peak near one stage's working set instead of
+	// their union.
+	StartupStage func(Stage)
 }
+
+// Stage is a point in a sidecar's start-up; see Config.StartupStage.
+type Stage string
+
+// Start-up stages, in the order they usually happen.
+const (
+	// StageBuilt: metrics, agent, store and proxy are constructed; nothing runs yet.
+	StageBuilt Stage = "built"
+	// StageSnapshot: the first configuration snapshot arrived from the store.
+	StageSnapshot Stage = "snapshot"
+	// StageCertificate: the agent holds its first workload certificate.
+	StageCertificate Stage = "certificate"
+	// StageApplied: the first configuration is compiled and in force.
+	StageApplied Stage = "applied"
+	// StageListening: the proxy's listeners are bound; the sidecar is ready.
+	StageListening Stage = "listening"
+)
 
 // Run runs the sidecar until ctx ends, then drains (see proxy.Run) and returns. The
 // first component error stops the others.
@@ -105,8 +131,27 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	stage := cfg.StartupStage
+	if stage == nil {
+		stage = func(Stage) {}
+	}
+	stage(StageBuilt)
 	var configured atomic.Bool
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if _, err := waitForSVID(gctx, cfg.Agent); err == nil {
+			stage(StageCertificate)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		select {
+		case <-p.Ready():
+			stage(StageListening)
+		case <-gctx.Done():
+		}
+		return nil
+	})
 	logs := &accessLogs{obs: obs, log: log, ctx: gctx,
 		opts: accesslog.WriterOptions{Stdout: cfg.AccessLogStdout, Logger: log, Dropped: cfg.Metrics.AccessLogDropped}}
 	g.Go(func() error { return cfg.Agent.Run(gctx) })
@@ -116,7 +161,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { return logs.Run(gctx, cfg.Reopen) })
 	applied := make(chan struct{}) // closed when the first configuration is in force
 	g.Go(func() error {
-		applyConfig(gctx, cfg, p, logs, &configured, applied, log)
+		applyConfig(gctx, cfg, p, logs, &configured, applied, stage, log)
 		return nil
 	})
 	g.Go(func() error {
@@ -138,8 +183,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 // applyConfig turns every snapshot into a Policy and swaps it in; a snapshot that does
 // not compile is logged and the last good policy stays.
-func applyConfig(ctx context.Context, cfg Config, p *proxy.Proxy, logs *accessLogs, configured *atomic.Bool, applied chan<- struct{}, log *slog.Logger) {
+func applyConfig(ctx context.Context, cfg Config, p *proxy.Proxy, logs *accessLogs, configured *atomic.Bool, applied chan<- struct{}, stage func(Stage), log *slog.Logger) {
+	first := true
 	for snap := range cfg.Store.Watch(ctx) {
+		if first {
+			first = false
+			stage(StageSnapshot)
+		}
 		td, err := waitForSVID(ctx, cfg.Agent)
 		if err != nil {
 			return
@@ -165,6 +215,7 @@ func applyConfig(ctx context.Context, cfg Config, p *proxy.Proxy, logs *accessLo
 		logs.swap(al)
 		logs.obs.setServices(pol.Services)
 		if !configured.Swap(true) {
+			stage(StageApplied)
 			close(applied)
 		}
 		log.Info("configuration applied", "version", snap.Version, "services", len(pol.Services))
