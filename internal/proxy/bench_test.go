@@ -61,3 +61,11 @@ func BenchmarkSidecarPairH2C(b *testing.B) {
 	pr := benchPair(b)
 	benchGet(b, pr.outbound+"/?size=1024", true)
 }
+
+// BenchmarkSidecarPairPooledHTTP1 is BenchmarkSidecarPairHTTP1 with pooled HTTP/1.1
+// between the sidecars instead of HTTP/2 streams.
+func BenchmarkSidecarPairPooledHTTP1(b *testing.B) {
+	echo := meshtest.StartEcho(b)
+	pr := startPairTB(b, pairOptions{app: echo.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}, pooledH1: true})
+	benchGet(b, pr.outbound+"/?size=1024", false)
+}

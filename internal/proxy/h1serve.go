@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"golang.org/x/net/http2/hpack"
 )
 
 // serveHTTP1 is the keep-alive loop of one downstream HTTP/1.1 connection, inbound or
@@ -56,6 +58,8 @@ type h1Exchange struct {
 	resp head
 	rec  Record
 	ar   Request
+	// fields is the multiplexed path's HTTP/2 request head, reused per request.
+	fields []hpack.HeaderField
 }
 
 func skipExpect(name []byte) bool { return equalFoldASCII(name, "expect") }

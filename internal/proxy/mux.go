@@ -72,12 +72,18 @@ type muxConn struct {
 	peerWindow int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE for new streams
 	peerFrame  int   // the peer's SETTINGS_MAX_FRAME_SIZE
 	peerMax    uint32
-	unacked    int64  // consumed bytes not yet credited back on the connection
-	recvAvail  int64  // connection receive window left
-	err        error  // set once the connection is unusable; streams see it
-	goAway     bool   // no new streams (GOAWAY sent or received)
-	highest    uint32 // the highest stream ID opened on this connection
-	active     int    // streams in use (client: open; server: handler running)
+	unacked    int64      // consumed bytes not yet credited back on the connection
+	recvAvail  int64      // connection receive window left
+	free       *muxStream // finished streams kept for reuse
+	err        error      // set once the connection is unusable; streams see it
+	goAway     bool       // no new streams (GOAWAY sent or received)
+	highest    uint32     // the highest stream ID opened on this connection
+	active     int        // streams in use (client: open; server: handler running)
+
+	// server side: idle stream workers wait on work until done is closed
+	work        chan *muxStream
+	done        chan struct{}
+	idleWorkers int
 
 	// client side
 	nextID uint32
@@ -117,11 +123,37 @@ type muxStream struct {
 	ended     bool // END_STREAM received
 	err       error
 	unacked   int64 // consumed, not yet credited back
-	localDone bool  // we sent END_STREAM or RST_STREAM
+	reqBody   bool  // server: the request has a body (HEADERS did not end the stream)
+	next      *muxStream
 }
 
-func newMuxStream(id uint32, sendWindow int64) *muxStream {
-	return &muxStream{id: id, sendWindow: sendWindow, recvAvail: muxStreamWindow, notify: make(chan struct{}, 1)}
+// newStreamLocked returns a stream for id, reusing a finished one and its buffer so
+// that a request allocates no stream state; mc.mu is held.
+func (mc *muxConn) newStreamLocked(id uint32) *muxStream {
+	s := mc.free
+	if s == nil {
+		s = &muxStream{notify: make(chan struct{}, 1)}
+	} else {
+		mc.free = s.next
+		buf, notify := s.buf[:0], s.notify
+		select {
+		case <-notify: // a wake-up nobody waited for
+		default:
+		}
+		*s = muxStream{buf: buf, notify: notify}
+	}
+	s.id, s.sendWindow, s.recvAvail = id, mc.peerWindow, muxStreamWindow
+	return s
+}
+
+// freeStreamLocked keeps s for reuse once it is out of the stream table and no
+// goroutine holds it any more; mc.mu is held.
+func (mc *muxConn) freeStreamLocked(s *muxStream) {
+	if cap(s.buf) > 64<<10 {
+		s.buf = nil // do not keep a large body's buffer around
+	}
+	s.hdrs, s.trailers, s.err = nil, nil, nil
+	s.next, mc.free = mc.free, s
 }
 
 func (s *muxStream) wake() {
@@ -467,15 +499,36 @@ func (mc *muxConn) onControl(f http2.Frame) (handled bool, err error) {
 	return false, nil
 }
 
-// lowerName returns an HTTP/1.1 header name as HTTP/2 wants it (RFC 9113 §8.2.1),
-// without allocating when it is already lower case.
+// lowerName returns an HTTP/1.1 header name as HTTP/2 wants it (RFC 9113 §8.2.1). The
+// common names come from a table, so most headers cost no allocation; others cost one.
 func lowerName(b []byte) string {
-	for _, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			return string(bytes.ToLower(b))
+	for _, n := range commonNames {
+		if equalFoldASCII(b, n) {
+			return n
 		}
 	}
-	return string(b)
+	var small [64]byte
+	out := small[:0]
+	if len(b) > len(small) {
+		out = make([]byte, 0, len(b))
+	}
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+// commonNames are frequent header names, lower case (read-only).
+var commonNames = [...]string{
+	"accept", "accept-encoding", "accept-language", "authorization", "cache-control",
+	"content-encoding", "content-length", "content-type", "cookie", "date", "etag",
+	"last-modified", "location", "server", "set-cookie", "user-agent", "vary",
+	"x-forwarded-for", "x-forwarded-proto", "x-request-id", "traceparent", "tracestate",
+	"x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
+	"grpc-status", "grpc-message", "te", "trailer",
 }
 
 // isH2Hop reports the connection-specific fields an HTTP/2 message must not carry

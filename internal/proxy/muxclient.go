@@ -154,15 +154,17 @@ func (mc *muxConn) release() {
 // closeStream forgets s and frees its slot; a stream not cleanly finished on both sides
 // is reset, so the server stops working on it.
 func (mc *muxConn) closeStream(s *muxStream, reset bool) {
+	id := s.id
 	mc.mu.Lock()
-	delete(mc.streams, s.id)
+	delete(mc.streams, id)
+	mc.freeStreamLocked(s)
 	mc.active--
 	mc.idle = mc.now()
 	idleGoAway := mc.goAway && mc.active == 0
 	mc.cond.Broadcast()
 	mc.mu.Unlock()
 	if reset {
-		mc.writeRST(s.id, http2.ErrCodeCancel)
+		mc.writeRST(id, http2.ErrCodeCancel)
 	}
 	if idleGoAway {
 		mc.c.Close() //nolint:errcheck // drained after GOAWAY
@@ -350,10 +352,11 @@ func (ex *h1Exchange) exchangeMux(ctx context.Context, rt *route, hasBody bool) 
 		} else {
 			mc.release()
 		}
-		// A stream the server never processed (refused, GOAWAY, or a connection that
-		// died before any answer) is retried once on another connection when no body
-		// was consumed.
-		if attempt == 0 && !hasBody && (errors.Is(err, errMuxRefused) || errors.Is(err, errMuxClosed)) {
+		// Retry once on another connection, when no body was consumed: a stream the
+		// server refused or never processed (REFUSED_STREAM, beyond GOAWAY's last
+		// stream) always; one lost with its connection only if the method is
+		// idempotent, since the server may have acted on it.
+		if attempt == 0 && !hasBody && (errors.Is(err, errMuxRefused) || (errors.Is(err, errMuxClosed) && idempotent(rec.Method))) {
 			continue
 		}
 		ex.p.log.Debug("upstream request failed", "direction", "outbound", "err", err)
@@ -361,6 +364,7 @@ func (ex *h1Exchange) exchangeMux(ctx context.Context, rt *route, hasBody bool) 
 		simpleResponse(bw, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination", true) //nolint:errcheck // closing anyway
 		return false, true
 	}
+	clear(fields) // the strings are encoded; keep only the slice
 	rec.PeerPrincipal = mc.peer
 	if a, ok := mc.c.RemoteAddr().(*net.TCPAddr); ok {
 		rec.Upstream = a.AddrPort()
@@ -417,6 +421,15 @@ func (ex *h1Exchange) exchangeMux(ctx context.Context, rt *route, hasBody bool) 
 	return keep, true
 }
 
+// idempotent reports RFC 9110 §9.2.2's idempotent methods.
+func idempotent(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
 // muxRequestFields turns the HTTP/1.1 request head into HTTP/2 fields.
 func (ex *h1Exchange) muxRequestFields(rt *route) []hpack.HeaderField {
 	req := &ex.req
@@ -431,8 +444,7 @@ func (ex *h1Exchange) muxRequestFields(rt *route) []hpack.HeaderField {
 			path = u.RequestURI()
 		}
 	}
-	fields := make([]hpack.HeaderField, 0, len(req.hdrs)+4)
-	fields = append(fields,
+	fields := append(ex.fields[:0],
 		hpack.HeaderField{Name: ":method", Value: ex.rec.Method},
 		hpack.HeaderField{Name: ":scheme", Value: "http"},
 		hpack.HeaderField{Name: ":authority", Value: authority},
@@ -444,6 +456,7 @@ func (ex *h1Exchange) muxRequestFields(rt *route) []hpack.HeaderField {
 		}
 		fields = append(fields, hpack.HeaderField{Name: lowerName(name), Value: string(req.b(f.value))})
 	}
+	ex.fields = fields
 	return fields
 }
 
@@ -460,7 +473,7 @@ func (mc *muxConn) openStream(fields []hpack.HeaderField, endStream bool) (*muxS
 	}
 	id := mc.nextID
 	mc.nextID += 2
-	s := newMuxStream(id, mc.peerWindow)
+	s := mc.newStreamLocked(id)
 	mc.streams[id] = s
 	mc.highest = id
 	mc.mu.Unlock()

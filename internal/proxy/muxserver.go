@@ -35,6 +35,8 @@ func (p *Proxy) serveMux(ctx context.Context, cs *connState, c net.Conn, br *buf
 	mc.now = p.now
 	var streams sync.WaitGroup
 	defer streams.Wait()
+	mc.work, mc.done = make(chan *muxStream), make(chan struct{})
+	defer close(mc.done) // idle workers leave; runs before the Wait above
 	if err := mc.writeSettings(); err != nil {
 		return
 	}
@@ -162,39 +164,86 @@ func (p *Proxy) onRequestHeaders(ctx context.Context, cs *connState, mc *muxConn
 		mc.writeRST(id, http2.ErrCodeProtocol) // over MAX_HEADER_LIST_SIZE
 		return nil
 	}
-	s := newMuxStream(id, mc.peerWindow)
+	s := mc.newStreamLocked(id)
 	s.hdrs, s.ended = f.Fields, f.StreamEnded()
-	hasBody := !s.ended
+	s.reqBody = !s.ended
 	mc.streams[id] = s
 	mc.active++
 	cs.idle.Store(false)
 	mc.c.SetReadDeadline(time.Time{}) //nolint:errcheck
 	mc.mu.Unlock()
-	streams.Go(func() {
-		code := p.muxServeStream(ctx, cs, mc, s, hasBody)
+	// An idle worker of this connection takes the stream; otherwise a new one starts.
+	// Workers outlive their stream so that a request does not pay for a goroutine
+	// and for growing its stack again.
+	select {
+	case mc.work <- s:
+	default:
+		streams.Go(func() { p.muxWorker(ctx, cs, mc, s) })
+	}
+	return nil
+}
+
+// muxIdleWorkers is how many workers a connection keeps waiting for streams.
+const muxIdleWorkers = 32
+
+// muxWorker serves s, then further streams of mc, until the connection ends or
+// enough other workers are idle.
+func (p *Proxy) muxWorker(ctx context.Context, cs *connState, mc *muxConn, s *muxStream) {
+	for {
+		id := s.id
+		code := p.muxServeStream(ctx, cs, mc, s)
 		mc.mu.Lock()
-		delete(mc.streams, s.id)
+		delete(mc.streams, id)
 		mc.active--
 		// A stream answered before its request body ended is reset with NO_ERROR so
 		// that the peer stops sending (RFC 9113 §8.1).
 		reset := code != http2.ErrCodeNo || !s.ended
+		mc.freeStreamLocked(s)
 		mc.idleLocked(p, cs)
+		stop := mc.idleWorkers >= muxIdleWorkers
+		if !stop {
+			mc.idleWorkers++
+		}
 		mc.mu.Unlock()
 		if reset {
-			mc.writeRST(s.id, code)
+			mc.writeRST(id, code)
 		}
-	})
-	return nil
+		if stop {
+			return
+		}
+		select {
+		case s = <-mc.work:
+		case <-mc.done:
+			s = nil
+		}
+		mc.mu.Lock()
+		mc.idleWorkers--
+		mc.mu.Unlock()
+		if s == nil {
+			return
+		}
+	}
+}
+
+// muxExchange is one server stream's reusable HTTP/1.1 state.
+type muxExchange struct {
+	req, resp head
+	fields    []hpack.HeaderField
 }
 
 // muxServeStream forwards one request stream to the app. It returns the code to reset
 // the stream with, http2.ErrCodeNo when the exchange completed.
-func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, s *muxStream, hasBody bool) http2.ErrCode {
+func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, s *muxStream) http2.ErrCode {
 	cs.requests.Add(1)
 	st := p.state.Load()
-	var req head
+	mx, _ := p.muxExchanges.Get().(*muxExchange)
+	if mx == nil {
+		mx = new(muxExchange)
+	}
+	defer p.muxExchanges.Put(mx)
+	req := &mx.req
 	req.reset()
-	if err := buildMuxHead(&req, s.hdrs, hasBody); err != nil {
+	if err := buildMuxHead(req, s.hdrs, s.reqBody); err != nil {
 		p.log.Debug("malformed HTTP/2 request", "peer", cs.src.String(), "err", err)
 		return http2.ErrCodeProtocol
 	}
@@ -202,12 +251,12 @@ func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, 
 	rec.Method = internMethod(req.method())
 	host, _ := req.lookup("host")
 	if p.cfg.Observer != nil {
-		rec.Path, rec.Authority, rec.Headers = string(req.target()), string(host), &req
+		rec.Path, rec.Authority, rec.Headers = string(req.target()), string(host), req
 	}
 	defer p.observeTimed(&rec)
 
 	ar := cs.request()
-	ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, rec.Method, string(req.target()), string(host), &req
+	ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, rec.Method, string(req.target()), string(host), req
 	status, d := p.admit(ctx, cs, st, &ar, ar.Path)
 	rec.decided(d)
 	ar.Headers = nil
@@ -237,7 +286,7 @@ func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, 
 	if a, ok := up.c.RemoteAddr().(*net.TCPAddr); ok {
 		rec.Upstream = a.AddrPort()
 	}
-	code, reusable := p.muxToApp(mc, s, &req, up, cs.xfccHeader, &rec)
+	code, reusable := p.muxToApp(mc, s, mx, up, cs.xfccHeader, &rec)
 	if reusable {
 		up.pool.put(up)
 	} else {
@@ -248,7 +297,8 @@ func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, 
 
 // muxToApp sends the request to the app over HTTP/1.1 and its response back on the
 // stream. reusable reports whether the app connection is clean for another request.
-func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, req *head, up *upConn, xfcc string, rec *Record) (http2.ErrCode, bool) {
+func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, mx *muxExchange, up *upConn, xfcc string, rec *Record) (http2.ErrCode, bool) {
+	req, resp := &mx.req, &mx.resp
 	hasBody := req.contentLength > 0 || req.chunked
 	extra := xfcc
 	if req.chunked {
@@ -266,11 +316,10 @@ func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, req *head, up *upConn, xfcc 
 	} else {
 		err = up.bw.Flush()
 	}
-	var resp head
 	if err == nil {
-		err = readHead(up.br, &resp, false)
+		err = readHead(up.br, resp, false)
 		for err == nil && resp.status < 200 && resp.status != 101 {
-			err = readHead(up.br, &resp, false) // interim: Expect was not forwarded
+			err = readHead(up.br, resp, false) // interim: Expect was not forwarded
 		}
 		if err == nil && resp.status == 101 {
 			err = errors.New("the app switched protocols on a request that did not ask to")
@@ -286,8 +335,7 @@ func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, req *head, up *upConn, xfcc 
 	}
 	rec.Status = resp.status
 	noBody := !resp.responseHasBody(req.method()) || resp.contentLength == 0
-	fields := make([]hpack.HeaderField, 0, len(resp.hdrs)+1)
-	fields = append(fields, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(resp.status)})
+	fields := append(mx.fields[:0], hpack.HeaderField{Name: ":status", Value: statusString(resp.status)})
 	for _, f := range resp.hdrs {
 		name := resp.b(f.name)
 		if isH2Hop(name) || (resp.contentLength < 0 && equalFoldASCII(name, "content-length")) {
@@ -295,7 +343,10 @@ func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, req *head, up *upConn, xfcc 
 		}
 		fields = append(fields, hpack.HeaderField{Name: lowerName(name), Value: string(resp.b(f.value))})
 	}
-	if err := mc.writeHeaders(s.id, fields, noBody, noBody); err != nil {
+	err = mc.writeHeaders(s.id, fields, noBody, noBody)
+	clear(fields) // let the strings go; keep the slice
+	mx.fields = fields[:0]
+	if err != nil {
 		return http2.ErrCodeCancel, false
 	}
 	reusable := !resp.close
@@ -439,4 +490,19 @@ func visibleASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// statusString avoids allocating for the common status codes.
+func statusString(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 204:
+		return "204"
+	case 304:
+		return "304"
+	case 404:
+		return "404"
+	}
+	return strconv.Itoa(code)
 }

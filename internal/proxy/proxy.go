@@ -104,6 +104,8 @@ type Proxy struct {
 	rpOnce sync.Once
 	rp     *httputil.ReverseProxy
 	rpBufs rpBufferPool
+	// muxExchanges recycles the server side's per-stream HTTP/1.1 heads.
+	muxExchanges sync.Pool
 
 	routesMu sync.Mutex
 	routes   map[string]*route
