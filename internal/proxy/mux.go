@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -61,9 +62,11 @@ type muxConn struct {
 	fr     *http2.Framer
 	server bool
 
-	wmu  sync.Mutex // fr writes, bw, henc, hbuf
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
+	wmu       sync.Mutex // fr writes, bw, henc, hbuf, flushOwed
+	wwait     atomic.Int32
+	flushOwed bool // frames a writer left in bw for the next one to flush
+	henc      *hpack.Encoder
+	hbuf      bytes.Buffer
 
 	mu         sync.Mutex
 	cond       sync.Cond // send window opened, a stream slot freed, or the conn ended
@@ -206,17 +209,46 @@ func (mc *muxConn) fail(err error) {
 // writeHeaders HPACK-encodes fields into one HEADERS frame and as many CONTINUATION
 // frames as the peer's frame size needs.
 func (mc *muxConn) writeHeaders(id uint32, fields []hpack.HeaderField, endStream, flush bool) error {
-	mc.wmu.Lock()
-	defer mc.wmu.Unlock()
+	mc.lockW()
+	mc.encode(fields)
+	return mc.unlockW(flush, mc.writeBlock(id, endStream))
+}
+
+func (mc *muxConn) encode(fields []hpack.HeaderField) {
 	mc.hbuf.Reset()
 	for _, f := range fields {
 		mc.henc.WriteField(f) //nolint:errcheck // writes to a bytes.Buffer
 	}
-	return mc.writeBlock(id, endStream, flush)
+}
+
+// lockW takes the write lock, counting the wait so that the holder knows another
+// writer is about to follow it.
+func (mc *muxConn) lockW() {
+	mc.wwait.Add(1)
+	mc.wmu.Lock()
+	mc.wwait.Add(-1)
+}
+
+// unlockW releases the write lock. A writer that wants its frames sent flushes only
+// when no other writer is waiting for the lock; otherwise it leaves the flush to that
+// one (which passes it on in turn), so concurrent streams share one write(2) and one
+// TLS record instead of one each. With a single stream in flight nobody waits and
+// every flush happens at once.
+func (mc *muxConn) unlockW(flush bool, err error) error {
+	if err == nil && (flush || mc.flushOwed) {
+		if mc.wwait.Load() == 0 {
+			err = mc.bw.Flush()
+			mc.flushOwed = false
+		} else {
+			mc.flushOwed = true
+		}
+	}
+	mc.wmu.Unlock()
+	return err
 }
 
 // writeBlock writes the encoded block in hbuf; wmu is held.
-func (mc *muxConn) writeBlock(id uint32, endStream, flush bool) error {
+func (mc *muxConn) writeBlock(id uint32, endStream bool) error {
 	block := mc.hbuf.Bytes()
 	mc.mu.Lock()
 	max := mc.peerFrame
@@ -236,9 +268,6 @@ func (mc *muxConn) writeBlock(id uint32, endStream, flush bool) error {
 			return err
 		}
 		block = block[n:]
-	}
-	if flush {
-		return mc.bw.Flush()
 	}
 	return nil
 }
@@ -264,12 +293,8 @@ func (mc *muxConn) writeData(s *muxStream, data []byte, end, flush bool) error {
 		s.sendWindow -= n
 		mc.mu.Unlock()
 		last := int(n) == len(data)
-		mc.wmu.Lock()
-		err := mc.fr.WriteData(s.id, end && last, data[:n])
-		if err == nil && last && flush {
-			err = mc.bw.Flush()
-		}
-		mc.wmu.Unlock()
+		mc.lockW()
+		err := mc.unlockW(last && flush, mc.fr.WriteData(s.id, end && last, data[:n]))
 		if err != nil {
 			return err
 		}

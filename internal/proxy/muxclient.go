@@ -463,12 +463,12 @@ func (ex *h1Exchange) muxRequestFields(rt *route) []hpack.HeaderField {
 // openStream assigns the next stream ID and sends the request head; IDs must reach
 // the wire in order, so both happen under the write lock.
 func (mc *muxConn) openStream(fields []hpack.HeaderField, endStream bool) (*muxStream, error) {
-	mc.wmu.Lock()
-	defer mc.wmu.Unlock()
+	mc.lockW()
 	mc.mu.Lock()
 	if mc.err != nil {
 		err := mc.err
 		mc.mu.Unlock()
+		mc.wmu.Unlock()
 		return nil, err
 	}
 	id := mc.nextID
@@ -477,11 +477,8 @@ func (mc *muxConn) openStream(fields []hpack.HeaderField, endStream bool) (*muxS
 	mc.streams[id] = s
 	mc.highest = id
 	mc.mu.Unlock()
-	mc.hbuf.Reset()
-	for _, f := range fields {
-		mc.henc.WriteField(f) //nolint:errcheck // writes to a bytes.Buffer
-	}
-	if err := mc.writeBlock(id, endStream, endStream); err != nil {
+	mc.encode(fields)
+	if err := mc.unlockW(endStream, mc.writeBlock(id, endStream)); err != nil {
 		return s, fmt.Errorf("%w: %w", errMuxClosed, err)
 	}
 	return s, nil
