@@ -417,3 +417,41 @@ func TestMuxTrailersAndStreaming(t *testing.T) {
 		t.Errorf("trailer X-Checksum = %q, want abc123", got)
 	}
 }
+
+// TestMuxPolicySwapKeepsStreams: a policy change that replaces the route retires its
+// multiplexed connections without cutting the requests in flight on them.
+func TestMuxPolicySwapKeepsStreams(t *testing.T) {
+	checkNoLeaks(t)
+	echo := meshtest.StartEcho(t)
+	pr := startPair(t, pairOptions{app: echo.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}})
+	c := httpClient()
+	get(t, c, pr.outbound+"/warm", nil) // the multiplexed connection exists
+	done := make(chan error, 1)
+	go func() {
+		resp, err := c.Get(pr.outbound + "/slow?sleep=400ms&size=10")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || len(b) != 10 {
+				err = fmt.Errorf("GET = %d with %d bytes", resp.StatusCode, len(b))
+			}
+		}
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the slow request is in flight
+	ep := proxy.Endpoint{Address: "127.0.0.1", Ports: map[string]uint32{"http": uint32(pr.server.Inbound.Port())}, Identity: pr.ca.id(serverPath)}
+	err := pr.client.Proxy.SetPolicy(&proxy.Policy{Services: []proxy.Service{{
+		Host: echoHost, Ports: []proxy.ServicePort{{Number: 80, Name: "http"}},
+		Endpoints: []proxy.Endpoint{ep, ep}, // another endpoint list: a new route
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("request in flight across the policy change: %v", err)
+	}
+	resp, _ := get(t, c, pr.outbound+"/after", nil)
+	if resp.StatusCode != 200 {
+		t.Errorf("GET after the change = %d", resp.StatusCode)
+	}
+}

@@ -182,14 +182,22 @@ func (mp *muxPool) remove(mc *muxConn) {
 	mp.mu.Unlock()
 }
 
-// close shuts every connection (route removed, or proxy shutdown).
+// close retires every connection (route removed by a policy change, or proxy
+// shutdown): no new streams, and each closes once its streams in flight are done, as
+// the HTTP/1.1 pool closes only idle connections.
 func (mp *muxPool) close() {
 	mp.mu.Lock()
 	cs := mp.cs
 	mp.cs = nil
 	mp.mu.Unlock()
 	for _, mc := range cs {
-		mc.fail(errMuxClosed)
+		mc.mu.Lock()
+		mc.goAway = true
+		idle := mc.active == 0
+		mc.mu.Unlock()
+		if idle {
+			mc.fail(errMuxClosed)
+		}
 	}
 }
 
