@@ -687,14 +687,23 @@ func readTrailers(br *bufio.Reader) ([]hpack.HeaderField, error) {
 	}
 }
 
+// errBodyLength: a stream's DATA disagreed with its content-length.
+var errBodyLength = errors.New("HTTP/2 body length differs from content-length")
+
 // writeH1Body copies a stream's received body to an HTTP/1.1 writer, as is or in
 // chunked coding; the stream's trailers, if any, end a chunked body. It flushes every
-// piece, so streamed responses are not held back.
-func (mc *muxConn) writeH1Body(bw *bufio.Writer, s *muxStream, chunked bool, buf []byte) (int64, error) {
+// piece, so streamed responses are not held back. A body framed by Content-Length
+// (length >= 0, not chunked) must be exactly that long: not one byte more is written,
+// since on a keep-alive HTTP/1.1 connection extra bytes would be read as the start of
+// another message (request smuggling toward the app, response splitting toward it).
+func (mc *muxConn) writeH1Body(bw *bufio.Writer, s *muxStream, chunked bool, length int64, buf []byte) (int64, error) {
 	var total int64
 	for {
 		n, err := mc.read(s, buf)
 		if n > 0 {
+			if !chunked && length >= 0 && total+int64(n) > length {
+				return total, errBodyLength
+			}
 			total += int64(n)
 			if chunked {
 				bw.WriteString(strconv.FormatInt(int64(n), 16)) //nolint:errcheck // bufio keeps the first error for Flush
@@ -716,6 +725,9 @@ func (mc *muxConn) writeH1Body(bw *bufio.Writer, s *muxStream, chunked bool, buf
 		if err != nil {
 			return total, err
 		}
+	}
+	if !chunked && length >= 0 && total != length {
+		return total, errBodyLength
 	}
 	if chunked {
 		bw.WriteString("0\r\n") //nolint:errcheck

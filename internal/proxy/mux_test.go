@@ -456,3 +456,104 @@ func TestMuxPolicySwapKeepsStreams(t *testing.T) {
 		t.Errorf("GET after the change = %d", resp.StatusCode)
 	}
 }
+
+// TestMuxNoSmuggling: DATA beyond a stream's content-length never reaches an
+// HTTP/1.1 connection, where it would be read as another message — neither toward
+// the app (a request past authorization) nor back toward the calling app.
+func TestMuxNoSmuggling(t *testing.T) {
+	checkNoLeaks(t)
+	t.Run("request body longer than content-length", func(t *testing.T) {
+		var mu sync.Mutex
+		var paths []string
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body) //nolint:errcheck
+			mu.Lock()
+			paths = append(paths, r.URL.Path)
+			mu.Unlock()
+		}), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(l) //nolint:errcheck
+		t.Cleanup(func() { srv.Close() })
+		pr := startPair(t, pairOptions{app: l.Addr().(*net.TCPAddr).AddrPort(), serverPolicy: proxy.Policy{PeerAuthn: strict()}})
+		r := newRawMux(t, pr.server.Inbound, pr.ca.svid(t, clientPath, time.Time{}, time.Time{}))
+		r.headers(1, false, ":method", "POST", ":scheme", "https", ":authority", "echo", ":path", "/upload", "content-length", "5")
+		r.fr.WriteData(1, true, []byte("helloGET /admin HTTP/1.1\r\nHost: echo\r\n\r\n")) //nolint:errcheck
+		if got := r.outcome(1); got == "status 200" {
+			t.Errorf("stream 1 = %s, want it refused", got)
+		}
+		// The app has had its chance to read the smuggled request by now.
+		r.headers(3, true, ":method", "GET", ":scheme", "https", ":authority", "echo", ":path", "/after")
+		if got := r.outcome(3); got != "status 200" {
+			t.Fatalf("stream 3 = %s, want status 200", got)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range paths {
+			if p == "/admin" {
+				t.Errorf("the app received the smuggled request; it saw %v", paths)
+			}
+		}
+	})
+	t.Run("response body longer than content-length", func(t *testing.T) {
+		ca := newTestCA(t, "cluster.local")
+		svid := ca.svid(t, serverPath, time.Time{}, time.Time{})
+		cert := tls.Certificate{PrivateKey: svid.PrivateKey}
+		for _, c := range svid.Certificates {
+			cert.Certificate = append(cert.Certificate, c.Raw)
+		}
+		// A peer that negotiates the multiplexing protocol and lies about a length.
+		l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{alpnMux}, ClientAuth: tls.RequireAnyClientCert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			if _, err := br.Discard(len(http2.ClientPreface)); err != nil {
+				return
+			}
+			fr := http2.NewFramer(c, br)
+			fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+			fr.WriteSettings() //nolint:errcheck
+			for {
+				f, err := fr.ReadFrame()
+				if err != nil {
+					return
+				}
+				if h, ok := f.(*http2.MetaHeadersFrame); ok {
+					var buf bytes.Buffer
+					enc := hpack.NewEncoder(&buf)
+					enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})                                             //nolint:errcheck
+					enc.WriteField(hpack.HeaderField{Name: "content-length", Value: "2"})                                        //nolint:errcheck
+					fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: buf.Bytes(), EndHeaders: true}) //nolint:errcheck
+					fr.WriteData(h.StreamID, true, []byte("okHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"))               //nolint:errcheck
+				}
+			}
+		}()
+		port := uint32(l.Addr().(*net.TCPAddr).Port)
+		client := meshtest.StartSidecar(t, meshtest.SidecarOptions{
+			Certs:    newCertSource(ca.svid(t, clientPath, time.Time{}, time.Time{}), ca.bundle()),
+			Apps:     []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")},
+			Outbound: []proxy.ExplicitOutbound{{Host: echoHost, Port: 80}},
+			Policy: &proxy.Policy{Services: []proxy.Service{{
+				Host: echoHost, Ports: []proxy.ServicePort{{Number: 80, Name: "http"}},
+				Endpoints: []proxy.Endpoint{{Address: "127.0.0.1", Ports: map[string]uint32{"http": port}, Identity: ca.id(serverPath)}},
+			}}},
+		})
+		c, br := rawConn(t, client.Outbound[0])
+		io.WriteString(c, "GET /a HTTP/1.1\r\nHost: echo\r\n\r\nGET /b HTTP/1.1\r\nHost: echo\r\n\r\n") //nolint:errcheck
+		all, _ := io.ReadAll(br)                                                                        // the sidecar closes the connection
+		if bytes.Contains(all, []byte("forged")) {
+			t.Errorf("the calling app received the bytes past content-length:\n%s", all)
+		}
+	})
+}

@@ -384,27 +384,39 @@ func (ex *h1Exchange) exchangeMux(ctx context.Context, rt *route, hasBody bool) 
 	rec.Status = status
 	keep = !req.close
 	noBody := string(req.method()) == "HEAD" || status == 204 || status == 304
+	length := int64(-1)
+	for _, f := range hdrs {
+		if f.Name != "content-length" {
+			continue
+		}
+		n, err := parseContentLength([]byte(f.Value))
+		if err != nil || (length >= 0 && n != length) {
+			mc.closeStream(s, true)
+			ex.p.log.Debug("upstream response with a bad content-length", "direction", "outbound", "value", f.Value)
+			rec.Status, rec.Flags = 502, "UPE"
+			simpleResponse(bw, 502, "upstream sent an invalid content-length", true) //nolint:errcheck // closing anyway
+			return false, true
+		}
+		length = n
+	}
 	chunked := false
 	bw.WriteString("HTTP/1.1 ")          //nolint:errcheck // bufio keeps the first error for Flush
 	bw.WriteString(strconv.Itoa(status)) //nolint:errcheck
 	bw.WriteString(" ")                  //nolint:errcheck
 	bw.WriteString(statusText(status))   //nolint:errcheck
 	bw.WriteString("\r\n")               //nolint:errcheck
-	hasLength := false
 	for _, f := range hdrs {
 		if isH2Hop([]byte(f.Name)) {
 			continue
-		}
-		if f.Name == "content-length" {
-			hasLength = true
 		}
 		bw.WriteString(f.Name)  //nolint:errcheck
 		bw.WriteString(": ")    //nolint:errcheck
 		bw.WriteString(f.Value) //nolint:errcheck
 		bw.WriteString("\r\n")  //nolint:errcheck
 	}
-	if !noBody && !hasLength {
+	if !noBody && length < 0 {
 		if ended {
+			length = 0
 			bw.WriteString("content-length: 0\r\n") //nolint:errcheck
 		} else {
 			chunked = true
@@ -416,7 +428,10 @@ func (ex *h1Exchange) exchangeMux(ctx context.Context, rt *route, hasBody bool) 
 	}
 	bw.WriteString("\r\n") //nolint:errcheck
 	buf := ex.p.rpBufs.Get()
-	n, err := mc.writeH1Body(bw, s, chunked, buf)
+	if noBody {
+		length = 0 // a HEAD, 204 or 304 response carries no DATA
+	}
+	n, err := mc.writeH1Body(bw, s, chunked, length, buf)
 	ex.p.rpBufs.Put(buf)
 	rec.BytesSent = n
 	mc.mu.Lock()

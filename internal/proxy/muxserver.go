@@ -308,11 +308,8 @@ func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, mx *muxExchange, up *upConn,
 	var err error
 	if hasBody {
 		buf := p.rpBufs.Get()
-		rec.BytesReceived, err = mc.writeH1Body(up.bw, s, req.chunked, buf)
+		rec.BytesReceived, err = mc.writeH1Body(up.bw, s, req.chunked, req.contentLength, buf)
 		p.rpBufs.Put(buf)
-		if err == nil && !req.chunked && rec.BytesReceived != req.contentLength {
-			err = fmt.Errorf("request body of %d bytes, content-length %d", rec.BytesReceived, req.contentLength)
-		}
 	} else {
 		err = up.bw.Flush()
 	}
