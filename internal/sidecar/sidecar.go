@@ -73,10 +73,9 @@ type Config struct {
 	// the order they happen, from any goroutine: StageBuilt, StageSnapshot,
 	// StageCertificate, StageApplied, StageListening (snapshot and certificate may
 	// come in either order). `meshguard sidecar` releases the binary's resident pages
-	// there (memtrim): each stage runs code the next one does not (YAML and Istio
-	// protobufs, the CSR over gRPC and TLS, policy compilation), and releasing between
-	// them keeps start-up's resident peak near one stage's working set instead of
-	// their union.
+	// at the first three (memtrim): each stage runs code the next one does not (YAML
+	// and Istio protobufs, the CSR over gRPC and TLS), and releasing between them keeps
+	// start-up's resident peak near one stage's working set instead of their union.
 	StartupStage func(Stage)
 }
 
