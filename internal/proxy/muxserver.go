@@ -184,7 +184,7 @@ func (p *Proxy) onRequestHeaders(ctx context.Context, cs *connState, mc *muxConn
 }
 
 // muxIdleWorkers is how many workers a connection keeps waiting for streams.
-const muxIdleWorkers = 32
+const muxIdleWorkers = 4
 
 // muxWorker serves s, then further streams of mc, until the connection ends or
 // enough other workers are idle.

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-const bufSize = 8 << 10
+const bufSize = 4 << 10
 
 // bufPools recycle per-connection buffers: a sidecar's memory is mostly these.
 type bufPools struct {
