@@ -451,9 +451,27 @@ func TestMuxPolicySwapKeepsStreams(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("request in flight across the policy change: %v", err)
 	}
+	// The app's keep-alive connection still holds the old route: its next request
+	// gets a connection of its own that closes after it, not one left open for good.
 	resp, _ := get(t, c, pr.outbound+"/after", nil)
 	if resp.StatusCode != 200 {
 		t.Errorf("GET after the change = %d", resp.StatusCode)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var up int
+		for _, ci := range pr.client.Proxy.Connections() {
+			if ci.Upstream {
+				up++
+			}
+		}
+		if up == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d upstream connections of the replaced route still open", up)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -38,6 +38,9 @@ type muxPool struct {
 	dial chan struct{} // closed when the dial in progress ends; nil when none
 	// noMux is set when the endpoint negotiated another protocol.
 	noMux time.Time
+	// closed: the route was replaced; connections still dialled for app connections
+	// that hold the old route carry one stream each and close after it.
+	closed bool
 }
 
 // open returns a connection with a stream slot reserved for the caller.
@@ -78,6 +81,14 @@ func (mp *muxPool) open(ctx context.Context) (*muxConn, error) {
 			}
 			mp.mu.Unlock()
 			return nil, err
+		}
+		if mp.closed {
+			mp.mu.Unlock()
+			mc.reserve()
+			mc.mu.Lock()
+			mc.goAway = true
+			mc.mu.Unlock()
+			return mc, nil
 		}
 		mp.cs = append(mp.cs, mc)
 		mp.mu.Unlock()
@@ -188,7 +199,7 @@ func (mp *muxPool) remove(mc *muxConn) {
 func (mp *muxPool) close() {
 	mp.mu.Lock()
 	cs := mp.cs
-	mp.cs = nil
+	mp.cs, mp.closed = nil, true
 	mp.mu.Unlock()
 	for _, mc := range cs {
 		mc.mu.Lock()
