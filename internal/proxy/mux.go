@@ -430,6 +430,46 @@ func (mc *muxConn) creditConn() error {
 	return mc.bw.Flush()
 }
 
+// nextFrame reads frames until one the caller handles itself: HEADERS (as a
+// MetaHeadersFrame) or GOAWAY. Settings, pings, window updates, resets and DATA are
+// handled here for both sides; a stream-level error resets that stream and reading
+// goes on. Any other error ends the connection.
+func (mc *muxConn) nextFrame() (http2.Frame, error) {
+	for {
+		f, err := mc.fr.ReadFrame()
+		if err == nil {
+			var handled bool
+			if handled, err = mc.onControl(f); !handled {
+				if d, ok := f.(*http2.DataFrame); ok {
+					handled, err = true, mc.onData(d)
+				}
+			}
+			if !handled {
+				return f, nil
+			}
+		}
+		var se http2.StreamError
+		switch {
+		case err == nil:
+		case errors.As(err, &se):
+			mc.resetStream(se.StreamID, se.Code)
+		default:
+			return nil, err
+		}
+	}
+}
+
+// resetStream fails stream id locally and tells the peer.
+func (mc *muxConn) resetStream(id uint32, code http2.ErrCode) {
+	mc.mu.Lock()
+	if s := mc.streams[id]; s != nil && s.err == nil {
+		s.err = fmt.Errorf("HTTP/2 stream %d: %v", id, code)
+		s.wake()
+	}
+	mc.mu.Unlock()
+	mc.writeRST(id, code)
+}
+
 // onControl handles the frames both sides treat alike; it returns handled=false for
 // HEADERS, DATA and GOAWAY, which the caller handles.
 func (mc *muxConn) onControl(f http2.Frame) (handled bool, err error) {

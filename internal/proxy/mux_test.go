@@ -29,11 +29,7 @@ const alpnMux = "meshguard-h2mux"
 // only the multiplexing protocol.
 func muxDial(t *testing.T, addr netip.AddrPort, svid *x509svid.SVID) *tls.Conn {
 	t.Helper()
-	cert := tls.Certificate{PrivateKey: svid.PrivateKey}
-	for _, c := range svid.Certificates {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
-	d := &tls.Dialer{Config: &tls.Config{Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true, NextProtos: []string{alpnMux}}}
+	d := &tls.Dialer{Config: &tls.Config{Certificates: []tls.Certificate{tlsCert(svid)}, InsecureSkipVerify: true, NextProtos: []string{alpnMux}}}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := d.DialContext(ctx, "tcp", addr.String())
@@ -46,6 +42,31 @@ func muxDial(t *testing.T, addr netip.AddrPort, svid *x509svid.SVID) *tls.Conn {
 	}
 	t.Cleanup(func() { tc.Close() })
 	return tc
+}
+
+// tlsCert turns an SVID into a certificate for crypto/tls.
+func tlsCert(svid *x509svid.SVID) tls.Certificate {
+	cert := tls.Certificate{PrivateKey: svid.PrivateKey}
+	for _, c := range svid.Certificates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	return cert
+}
+
+// clientSidecarTo starts a client sidecar whose registry says echoHost:80 is served at
+// addr by the server identity: a peer the test stands up by hand.
+func clientSidecarTo(t *testing.T, ca *testCA, addr net.Addr) *meshtest.Sidecar {
+	t.Helper()
+	port := uint32(addr.(*net.TCPAddr).Port)
+	return meshtest.StartSidecar(t, meshtest.SidecarOptions{
+		Certs:    newCertSource(ca.svid(t, clientPath, time.Time{}, time.Time{}), ca.bundle()),
+		Apps:     []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")},
+		Outbound: []proxy.ExplicitOutbound{{Host: echoHost, Port: 80}},
+		Policy: &proxy.Policy{Services: []proxy.Service{{
+			Host: echoHost, Ports: []proxy.ServicePort{{Number: 80, Name: "http"}},
+			Endpoints: []proxy.Endpoint{{Address: "127.0.0.1", Ports: map[string]uint32{"http": port}, Identity: ca.id(serverPath)}},
+		}}},
+	})
 }
 
 // TestMuxServerWithStandardClient: the server sidecar's multiplexed port is plain
@@ -260,11 +281,7 @@ func TestMuxServerBoundsConcurrentStreams(t *testing.T) {
 func TestMuxFallsBackToHTTP1(t *testing.T) {
 	checkNoLeaks(t)
 	ca := newTestCA(t, "cluster.local")
-	svid := ca.svid(t, serverPath, time.Time{}, time.Time{})
-	cert := tls.Certificate{PrivateKey: svid.PrivateKey}
-	for _, c := range svid.Certificates {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
+	cert := tlsCert(ca.svid(t, serverPath, time.Time{}, time.Time{}))
 	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"istio-http/1.1"}, ClientAuth: tls.RequireAnyClientCert})
 	if err != nil {
 		t.Fatal(err)
@@ -299,16 +316,7 @@ func TestMuxFallsBackToHTTP1(t *testing.T) {
 			}()
 		}
 	}()
-	port := uint32(l.Addr().(*net.TCPAddr).Port)
-	client := meshtest.StartSidecar(t, meshtest.SidecarOptions{
-		Certs:    newCertSource(ca.svid(t, clientPath, time.Time{}, time.Time{}), ca.bundle()),
-		Apps:     []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")},
-		Outbound: []proxy.ExplicitOutbound{{Host: echoHost, Port: 80}},
-		Policy: &proxy.Policy{Services: []proxy.Service{{
-			Host: echoHost, Ports: []proxy.ServicePort{{Number: 80, Name: "http"}},
-			Endpoints: []proxy.Endpoint{{Address: "127.0.0.1", Ports: map[string]uint32{"http": port}, Identity: ca.id(serverPath)}},
-		}}},
-	})
+	client := clientSidecarTo(t, ca, l.Addr())
 	c := httpClient()
 	for range 3 {
 		resp, body := get(t, c, "http://"+client.Outbound[0].String()+"/x", nil)
@@ -517,11 +525,7 @@ func TestMuxNoSmuggling(t *testing.T) {
 	})
 	t.Run("response body longer than content-length", func(t *testing.T) {
 		ca := newTestCA(t, "cluster.local")
-		svid := ca.svid(t, serverPath, time.Time{}, time.Time{})
-		cert := tls.Certificate{PrivateKey: svid.PrivateKey}
-		for _, c := range svid.Certificates {
-			cert.Certificate = append(cert.Certificate, c.Raw)
-		}
+		cert := tlsCert(ca.svid(t, serverPath, time.Time{}, time.Time{}))
 		// A peer that negotiates the multiplexing protocol and lies about a length.
 		l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{alpnMux}, ClientAuth: tls.RequireAnyClientCert})
 		if err != nil {
@@ -557,16 +561,7 @@ func TestMuxNoSmuggling(t *testing.T) {
 				}
 			}
 		}()
-		port := uint32(l.Addr().(*net.TCPAddr).Port)
-		client := meshtest.StartSidecar(t, meshtest.SidecarOptions{
-			Certs:    newCertSource(ca.svid(t, clientPath, time.Time{}, time.Time{}), ca.bundle()),
-			Apps:     []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")},
-			Outbound: []proxy.ExplicitOutbound{{Host: echoHost, Port: 80}},
-			Policy: &proxy.Policy{Services: []proxy.Service{{
-				Host: echoHost, Ports: []proxy.ServicePort{{Number: 80, Name: "http"}},
-				Endpoints: []proxy.Endpoint{{Address: "127.0.0.1", Ports: map[string]uint32{"http": port}, Identity: ca.id(serverPath)}},
-			}}},
-		})
+		client := clientSidecarTo(t, ca, l.Addr())
 		c, br := rawConn(t, client.Outbound[0])
 		io.WriteString(c, "GET /a HTTP/1.1\r\nHost: echo\r\n\r\nGET /b HTTP/1.1\r\nHost: echo\r\n\r\n") //nolint:errcheck
 		all, _ := io.ReadAll(br)                                                                        // the sidecar closes the connection

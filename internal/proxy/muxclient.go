@@ -222,33 +222,13 @@ func (mp *muxPool) readLoop(mc *muxConn) {
 
 func (mc *muxConn) clientFrames() error {
 	for {
-		f, err := mc.fr.ReadFrame()
+		f, err := mc.nextFrame()
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				mc.resetStream(se.StreamID, se.Code)
-				continue
-			}
 			return err
-		}
-		if handled, err := mc.onControl(f); handled {
-			if err != nil {
-				return err
-			}
-			continue
 		}
 		switch f := f.(type) {
 		case *http2.MetaHeadersFrame:
 			if err := mc.onResponseHeaders(f); err != nil {
-				return err
-			}
-		case *http2.DataFrame:
-			if err := mc.onData(f); err != nil {
-				var se http2.StreamError
-				if errors.As(err, &se) {
-					mc.resetStream(se.StreamID, se.Code)
-					continue
-				}
 				return err
 			}
 		case *http2.GoAwayFrame:
@@ -267,17 +247,6 @@ func (mc *muxConn) clientFrames() error {
 			}
 		}
 	}
-}
-
-// resetStream fails stream id locally and tells the peer.
-func (mc *muxConn) resetStream(id uint32, code http2.ErrCode) {
-	mc.mu.Lock()
-	if s := mc.streams[id]; s != nil && s.err == nil {
-		s.err = fmt.Errorf("HTTP/2 stream %d: %v", id, code)
-		s.wake()
-	}
-	mc.mu.Unlock()
-	mc.writeRST(id, code)
 }
 
 func (mc *muxConn) onResponseHeaders(f *http2.MetaHeadersFrame) error {

@@ -80,22 +80,17 @@ func (mc *muxConn) idleLocked(p *Proxy, cs *connState) {
 
 func (p *Proxy) muxFrames(ctx context.Context, cs *connState, mc *muxConn, streams *sync.WaitGroup) error {
 	for {
-		f, err := mc.fr.ReadFrame()
-		if err != nil {
-			var se http2.StreamError
-			switch {
-			case errors.As(err, &se):
-				mc.resetStream(se.StreamID, se.Code)
-				continue
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				mc.mu.Lock()
-				idle := mc.active == 0
-				mc.mu.Unlock()
-				if idle {
-					return errMuxDrained
-				}
-				continue // a stream started as the deadline fired
+		f, err := mc.nextFrame()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			mc.mu.Lock()
+			idle := mc.active == 0
+			mc.mu.Unlock()
+			if idle {
+				return errMuxDrained
 			}
+			continue // a stream started as the deadline fired
+		}
+		if err != nil {
 			return err
 		}
 		if p.draining.Load() {
@@ -103,24 +98,9 @@ func (p *Proxy) muxFrames(ctx context.Context, cs *connState, mc *muxConn, strea
 			mc.goAway = true
 			mc.mu.Unlock()
 		}
-		if handled, err := mc.onControl(f); handled {
-			if err != nil {
-				return err
-			}
-			continue
-		}
 		switch f := f.(type) {
 		case *http2.MetaHeadersFrame:
 			if err := p.onRequestHeaders(ctx, cs, mc, f, streams); err != nil {
-				return err
-			}
-		case *http2.DataFrame:
-			if err := mc.onData(f); err != nil {
-				var se http2.StreamError
-				if errors.As(err, &se) {
-					mc.resetStream(se.StreamID, se.Code)
-					continue
-				}
 				return err
 			}
 		case *http2.GoAwayFrame:

@@ -302,12 +302,8 @@ func testSidecarPairHTTP1(t *testing.T, h2up bool) {
 // mtlsDial connects straight to an inbound listener as a mesh client would.
 func mtlsDial(t *testing.T, addr netip.AddrPort, svid *x509svid.SVID, sni string, alpn ...string) (*tls.Conn, error) {
 	t.Helper()
-	cert := tls.Certificate{PrivateKey: svid.PrivateKey}
-	for _, c := range svid.Certificates {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
 	d := &tls.Dialer{Config: &tls.Config{
-		Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true, ServerName: sni, NextProtos: alpn,
+		Certificates: []tls.Certificate{tlsCert(svid)}, InsecureSkipVerify: true, ServerName: sni, NextProtos: alpn,
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
