@@ -36,6 +36,8 @@ type SidecarOptions struct {
 	// DisableH2Upstream sends outbound HTTP/1.1 to peer sidecars over pooled HTTP/1.1
 	// connections instead of HTTP/2 streams.
 	DisableH2Upstream bool
+	// H2ReadIdleTimeout and H2PingTimeout: proxy.Config's, zero for the defaults.
+	H2ReadIdleTimeout, H2PingTimeout time.Duration
 }
 
 // StartSidecar builds a proxy with its inbound listener on 127.0.0.1:0, sets the
@@ -54,6 +56,7 @@ func StartSidecar(tb testing.TB, o SidecarOptions) *Sidecar {
 	p, err := proxy.New(proxy.Config{
 		Certs: o.Certs, Apps: o.Apps, InboundAddr: "127.0.0.1:0", Outbound: outs,
 		TLS: o.TLS, Observer: o.Observer, Logger: o.Logger, DrainTimeout: o.Drain, DisableH2Upstream: o.DisableH2Upstream,
+		H2ReadIdleTimeout: o.H2ReadIdleTimeout, H2PingTimeout: o.H2PingTimeout,
 	})
 	if err != nil {
 		tb.Fatalf("proxy.New: %v", err)

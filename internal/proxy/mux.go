@@ -75,13 +75,15 @@ type muxConn struct {
 	peerWindow int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE for new streams
 	peerFrame  int   // the peer's SETTINGS_MAX_FRAME_SIZE
 	peerMax    uint32
-	unacked    int64      // consumed bytes not yet credited back on the connection
-	recvAvail  int64      // connection receive window left
-	free       *muxStream // finished streams kept for reuse
-	err        error      // set once the connection is unusable; streams see it
-	goAway     bool       // no new streams (GOAWAY sent or received)
-	highest    uint32     // the highest stream ID opened on this connection
-	active     int        // streams in use (client: open; server: handler running)
+	unacked    int64         // consumed bytes not yet credited back on the connection
+	recvAvail  int64         // connection receive window left
+	free       *muxStream    // finished streams kept for reuse
+	err        error         // set once the connection is unusable; streams see it
+	closed     chan struct{} // closed with err's first setting
+	lastRead   atomic.Int64  // unix nanoseconds of the last frame read
+	goAway     bool          // no new streams (GOAWAY sent or received)
+	highest    uint32        // the highest stream ID opened on this connection
+	active     int           // streams in use (client: open; server: handler running)
 
 	// server side: idle stream workers wait on work until done is closed
 	work        chan *muxStream
@@ -99,7 +101,7 @@ func newMuxConn(c net.Conn, br *bufio.Reader, bw *bufio.Writer, server bool) *mu
 	mc := &muxConn{c: c, br: br, bw: bw, server: server,
 		streams: make(map[uint32]*muxStream), sendWindow: h2InitialWindow, nextID: 1,
 		peerWindow: h2InitialWindow, peerFrame: h2MaxFrame, peerMax: 100, now: time.Now,
-		recvAvail: muxConnWindow}
+		recvAvail: muxConnWindow, closed: make(chan struct{})}
 	mc.cond.L = &mc.mu
 	mc.fr = http2.NewFramer(bw, br)
 	mc.fr.SetReuseFrames()
@@ -194,6 +196,7 @@ func (mc *muxConn) fail(err error) {
 	mc.mu.Lock()
 	if mc.err == nil {
 		mc.err = err
+		close(mc.closed)
 	}
 	for _, s := range mc.streams {
 		if s.err == nil && !s.ended {
@@ -438,6 +441,7 @@ func (mc *muxConn) nextFrame() (http2.Frame, error) {
 	for {
 		f, err := mc.fr.ReadFrame()
 		if err == nil {
+			mc.lastRead.Store(mc.now().UnixNano()) // any frame, PING answers included
 			var handled bool
 			if handled, err = mc.onControl(f); !handled {
 				if d, ok := f.(*http2.DataFrame); ok {

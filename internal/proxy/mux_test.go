@@ -55,10 +55,10 @@ func tlsCert(svid *x509svid.SVID) tls.Certificate {
 
 // clientSidecarTo starts a client sidecar whose registry says echoHost:80 is served at
 // addr by the server identity: a peer the test stands up by hand.
-func clientSidecarTo(t *testing.T, ca *testCA, addr net.Addr) *meshtest.Sidecar {
+func clientSidecarTo(t *testing.T, ca *testCA, addr net.Addr, opts ...func(*meshtest.SidecarOptions)) *meshtest.Sidecar {
 	t.Helper()
 	port := uint32(addr.(*net.TCPAddr).Port)
-	return meshtest.StartSidecar(t, meshtest.SidecarOptions{
+	o := meshtest.SidecarOptions{
 		Certs:    newCertSource(ca.svid(t, clientPath, time.Time{}, time.Time{}), ca.bundle()),
 		Apps:     []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")},
 		Outbound: []proxy.ExplicitOutbound{{Host: echoHost, Port: 80}},
@@ -66,7 +66,11 @@ func clientSidecarTo(t *testing.T, ca *testCA, addr net.Addr) *meshtest.Sidecar 
 			Host: echoHost, Ports: []proxy.ServicePort{{Number: 80, Name: "http"}},
 			Endpoints: []proxy.Endpoint{{Address: "127.0.0.1", Ports: map[string]uint32{"http": port}, Identity: ca.id(serverPath)}},
 		}}},
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	return meshtest.StartSidecar(t, o)
 }
 
 // TestMuxServerWithStandardClient: the server sidecar's multiplexed port is plain
@@ -567,6 +571,74 @@ func TestMuxNoSmuggling(t *testing.T) {
 		all, _ := io.ReadAll(br)                                                                        // the sidecar closes the connection
 		if bytes.Contains(all, []byte("forged")) {
 			t.Errorf("the calling app received the bytes past content-length:\n%s", all)
+		}
+	})
+}
+
+// TestMuxHealthCheck: a multiplexed connection whose peer has gone silent is probed
+// with a PING and closed when nothing answers, so its requests fail instead of hanging;
+// a live peer answers the PING and keeps its connection.
+func TestMuxHealthCheck(t *testing.T) {
+	checkNoLeaks(t)
+	short := func(o *meshtest.SidecarOptions) {
+		o.H2ReadIdleTimeout, o.H2PingTimeout = 100*time.Millisecond, 100*time.Millisecond
+	}
+	t.Run("a silent peer fails the request", func(t *testing.T) {
+		ca := newTestCA(t, "cluster.local")
+		cert := tlsCert(ca.svid(t, serverPath, time.Time{}, time.Time{}))
+		l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{alpnMux}, ClientAuth: tls.RequireAnyClientCert})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() { // accepts, reads everything, answers nothing (not even PING)
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(10 * time.Second))
+					io.Copy(io.Discard, c) //nolint:errcheck
+				}()
+			}
+		}()
+		client := clientSidecarTo(t, ca, l.Addr(), short)
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
+		start := time.Now()
+		resp, err := c.Get("http://" + client.Outbound[0].String() + "/x")
+		if err != nil {
+			t.Fatalf("GET: %v (the request hung instead of failing)", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 {
+			t.Errorf("GET = %d, want 503", resp.StatusCode)
+		}
+		t.Logf("failed after %v", time.Since(start))
+	})
+	t.Run("a live peer keeps its connection", func(t *testing.T) {
+		echo := meshtest.StartEcho(t)
+		pr := startPair(t, pairOptions{app: echo.Addr, serverPolicy: proxy.Policy{PeerAuthn: strict()}})
+		ca := pr.ca
+		client := clientSidecarTo(t, ca, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(pr.server.Inbound.Port())}, short)
+		c := httpClient()
+		upstream := func() []uint64 {
+			var ids []uint64
+			for _, ci := range client.Proxy.Connections() {
+				if ci.Upstream {
+					ids = append(ids, ci.ID)
+				}
+			}
+			return ids
+		}
+		get(t, c, "http://"+client.Outbound[0].String()+"/a", nil)
+		before := upstream()
+		time.Sleep(600 * time.Millisecond) // several idle periods: PINGs go out and come back
+		resp, _ := get(t, c, "http://"+client.Outbound[0].String()+"/b", nil)
+		after := upstream()
+		if resp.StatusCode != 200 || len(before) != 1 || len(after) != 1 || before[0] != after[0] {
+			t.Errorf("GET = %d; upstream connections before %v, after %v: want the same one", resp.StatusCode, before, after)
 		}
 	})
 }

@@ -117,8 +117,49 @@ func (mp *muxPool) connect(ctx context.Context) (*muxConn, error) {
 		c.Close() //nolint:errcheck
 		return nil, fmt.Errorf("HTTP/2 to %s: %w", mp.ep.addr, err)
 	}
+	mc.lastRead.Store(mc.now().UnixNano())
 	go mp.readLoop(mc)
+	go mp.healthLoop(mc)
 	return mc, nil
+}
+
+// healthLoop probes a connection that went quiet with a PING and closes it when the
+// peer answers nothing at all, so that streams on a connection to a vanished peer fail
+// (and idempotent ones retry elsewhere) instead of waiting for TCP keep-alive.
+func (mp *muxPool) healthLoop(mc *muxConn) {
+	idle, wait := mp.p.cfg.H2ReadIdleTimeout, mp.p.cfg.H2PingTimeout
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-mc.closed:
+			return
+		case <-t.C:
+		}
+		quiet := mc.now().Sub(time.Unix(0, mc.lastRead.Load()))
+		if quiet < idle {
+			t.Reset(idle - quiet)
+			continue
+		}
+		sent := mc.now().UnixNano()
+		mc.wmu.Lock()
+		if mc.fr.WritePing(false, [8]byte{'m', 'g', 'p', 'i', 'n', 'g'}) == nil {
+			mc.bw.Flush() //nolint:errcheck // a dead connection fails below
+		}
+		mc.wmu.Unlock()
+		t.Reset(wait)
+		select {
+		case <-mc.closed:
+			return
+		case <-t.C:
+		}
+		if mc.lastRead.Load() < sent {
+			mp.p.log.Warn("multiplexed connection closed: the peer answered no PING", "peer", mc.c.RemoteAddr().String(), "after", idle+wait)
+			mc.fail(fmt.Errorf("%w: no frame from the peer for %s, PING unanswered", errMuxClosed, idle+wait))
+			return
+		}
+		t.Reset(idle)
+	}
 }
 
 // muxIdleTimeout closes a connection that carried no stream for this long, as the

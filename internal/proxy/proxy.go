@@ -63,6 +63,12 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// MaxIdlePerUpstream caps pooled idle connections per upstream (default 128).
 	MaxIdlePerUpstream int
+	// H2ReadIdleTimeout and H2PingTimeout keep multiplexed connections to peer
+	// sidecars honest, as x/net/http2's ReadIdleTimeout and PingTimeout do: after
+	// H2ReadIdleTimeout without a frame from the peer (default 30s) it gets a PING, and
+	// without any frame within H2PingTimeout after that (default 15s) the connection
+	// is closed and its streams fail, instead of waiting on a peer that is gone.
+	H2ReadIdleTimeout, H2PingTimeout time.Duration
 	// DisableH2Upstream sends outbound HTTP/1.1 to peer sidecars (ISTIO_MUTUAL) over
 	// pooled HTTP/1.1 connections instead of multiplexing it as HTTP/2 streams on a
 	// few connections per endpoint (the default; a peer that is not a meshguard
@@ -171,6 +177,12 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.MaxIdlePerUpstream == 0 {
 		cfg.MaxIdlePerUpstream = 128
+	}
+	if cfg.H2ReadIdleTimeout == 0 {
+		cfg.H2ReadIdleTimeout = 30 * time.Second
+	}
+	if cfg.H2PingTimeout == 0 {
+		cfg.H2PingTimeout = 15 * time.Second
 	}
 	p := &Proxy{
 		cfg:      cfg,
