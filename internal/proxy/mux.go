@@ -395,6 +395,7 @@ func (mc *muxConn) onData(f *http2.DataFrame) error {
 		return mc.creditConn()
 	}
 	if s.ended {
+		mc.unacked += int64(len(f.Data())) // nobody reads it: credit the connection window back
 		mc.mu.Unlock()
 		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeStreamClosed}
 	}

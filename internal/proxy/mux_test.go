@@ -53,6 +53,19 @@ func tlsCert(svid *x509svid.SVID) tls.Certificate {
 	return cert
 }
 
+// peerListener is a hand-made peer on 127.0.0.1 with the server identity's
+// certificate, negotiating only alpn; it closes when the test ends.
+func peerListener(t *testing.T, ca *testCA, alpn string) net.Listener {
+	t.Helper()
+	cert := tlsCert(ca.svid(t, serverPath, time.Time{}, time.Time{}))
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{alpn}, ClientAuth: tls.RequireAnyClientCert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 // clientSidecarTo starts a client sidecar whose registry says echoHost:80 is served at
 // addr by the server identity: a peer the test stands up by hand.
 func clientSidecarTo(t *testing.T, ca *testCA, addr net.Addr, opts ...func(*meshtest.SidecarOptions)) *meshtest.Sidecar {
@@ -285,12 +298,7 @@ func TestMuxServerBoundsConcurrentStreams(t *testing.T) {
 func TestMuxFallsBackToHTTP1(t *testing.T) {
 	checkNoLeaks(t)
 	ca := newTestCA(t, "cluster.local")
-	cert := tlsCert(ca.svid(t, serverPath, time.Time{}, time.Time{}))
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"istio-http/1.1"}, ClientAuth: tls.RequireAnyClientCert})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := peerListener(t, ca, "istio-http/1.1")
 	// A hand-rolled HTTP/1.1 server: net/http's closes connections whose ALPN protocol
 	// it has no handler for, and istio-http/1.1 is not one of its own.
 	var mu sync.Mutex
@@ -529,13 +537,8 @@ func TestMuxNoSmuggling(t *testing.T) {
 	})
 	t.Run("response body longer than content-length", func(t *testing.T) {
 		ca := newTestCA(t, "cluster.local")
-		cert := tlsCert(ca.svid(t, serverPath, time.Time{}, time.Time{}))
 		// A peer that negotiates the multiplexing protocol and lies about a length.
-		l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{alpnMux}, ClientAuth: tls.RequireAnyClientCert})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
+		l := peerListener(t, ca, alpnMux)
 		go func() {
 			c, err := l.Accept()
 			if err != nil {
@@ -585,12 +588,7 @@ func TestMuxHealthCheck(t *testing.T) {
 	}
 	t.Run("a silent peer fails the request", func(t *testing.T) {
 		ca := newTestCA(t, "cluster.local")
-		cert := tlsCert(ca.svid(t, serverPath, time.Time{}, time.Time{}))
-		l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{alpnMux}, ClientAuth: tls.RequireAnyClientCert})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
+		l := peerListener(t, ca, alpnMux)
 		go func() { // accepts, reads everything, answers nothing (not even PING)
 			for {
 				c, err := l.Accept()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -225,12 +226,7 @@ func (mc *muxConn) closeStream(s *muxStream, reset bool) {
 
 func (mp *muxPool) remove(mc *muxConn) {
 	mp.mu.Lock()
-	for i, x := range mp.cs {
-		if x == mc {
-			mp.cs = append(mp.cs[:i], mp.cs[i+1:]...)
-			break
-		}
-	}
+	mp.cs = slices.DeleteFunc(mp.cs, func(x *muxConn) bool { return x == mc })
 	mp.mu.Unlock()
 }
 
