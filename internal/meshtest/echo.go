@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -25,6 +26,7 @@ import (
 //	X-Echo-Method, X-Echo-Path, X-Echo-Proto      the request line
 //	X-Echo-Xfcc                                    the x-forwarded-client-cert it got
 //	X-Echo-Xfcc-Count                              how many XFCC values it got
+//	X-Echo-Chunked                                 "true" if the request body was chunked
 //
 // The body echoes the request body; with ?size=N it is N bytes of 'x' instead, and with
 // ?sleep=DURATION the response waits that long first.
@@ -52,6 +54,7 @@ func echoHandler(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Echo-Method", r.Method)
 	h.Set("X-Echo-Path", r.URL.RequestURI())
 	h.Set("X-Echo-Proto", r.Proto)
+	h.Set("X-Echo-Chunked", strconv.FormatBool(slices.Contains(r.TransferEncoding, "chunked")))
 	xfcc := r.Header.Values("X-Forwarded-Client-Cert")
 	h.Set("X-Echo-Xfcc-Count", strconv.Itoa(len(xfcc)))
 	if len(xfcc) > 0 {

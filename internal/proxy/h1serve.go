@@ -60,6 +60,8 @@ type h1Exchange struct {
 	ar   Request
 	// fields is the multiplexed path's HTTP/2 request head, reused per request.
 	fields []hpack.HeaderField
+	names  recentValues // its field names not in commonNames
+	values recentValues // its field values
 }
 
 func skipExpect(name []byte) bool { return equalFoldASCII(name, "expect") }

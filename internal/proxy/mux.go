@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -68,6 +69,10 @@ type muxConn struct {
 	henc      *hpack.Encoder
 	hbuf      bytes.Buffer
 
+	// reader goroutine only: the HPACK decoder and the header block it decodes into
+	hdec   *hpack.Decoder
+	hblock muxHeaders
+
 	mu         sync.Mutex
 	cond       sync.Cond // send window opened, a stream slot freed, or the conn ended
 	streams    map[uint32]*muxStream
@@ -105,8 +110,8 @@ func newMuxConn(c net.Conn, br *bufio.Reader, bw *bufio.Writer, server bool) *mu
 	mc.cond.L = &mc.mu
 	mc.fr = http2.NewFramer(bw, br)
 	mc.fr.SetReuseFrames()
-	mc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	mc.fr.MaxHeaderListSize = maxHeadBytes
+	mc.hdec = hpack.NewDecoder(4096, mc.emitField)
+	mc.hdec.SetMaxStringLength(maxHeadBytes)
 	mc.henc = hpack.NewEncoder(&mc.hbuf)
 	return mc
 }
@@ -140,12 +145,12 @@ func (mc *muxConn) newStreamLocked(id uint32) *muxStream {
 		s = &muxStream{notify: make(chan struct{}, 1)}
 	} else {
 		mc.free = s.next
-		buf, notify := s.buf[:0], s.notify
+		buf, hdrs, notify := s.buf[:0], s.hdrs[:0], s.notify
 		select {
 		case <-notify: // a wake-up nobody waited for
 		default:
 		}
-		*s = muxStream{buf: buf, notify: notify}
+		*s = muxStream{buf: buf, hdrs: hdrs, notify: notify}
 	}
 	s.id, s.sendWindow, s.recvAvail = id, mc.peerWindow, muxStreamWindow
 	return s
@@ -157,7 +162,8 @@ func (mc *muxConn) freeStreamLocked(s *muxStream) {
 	if cap(s.buf) > 64<<10 {
 		s.buf = nil // do not keep a large body's buffer around
 	}
-	s.hdrs, s.trailers, s.err = nil, nil, nil
+	clear(s.hdrs) // let the strings go; keep the slice
+	s.hdrs, s.trailers, s.err = s.hdrs[:0], nil, nil
 	s.next, mc.free = mc.free, s
 }
 
@@ -434,34 +440,178 @@ func (mc *muxConn) creditConn() error {
 	return mc.bw.Flush()
 }
 
-// nextFrame reads frames until one the caller handles itself: HEADERS (as a
-// MetaHeadersFrame) or GOAWAY. Settings, pings, window updates, resets and DATA are
-// handled here for both sides; a stream-level error resets that stream and reading
-// goes on. Any other error ends the connection.
-func (mc *muxConn) nextFrame() (http2.Frame, error) {
+// nextFrame reads frames until one the caller handles itself: a header block
+// (HEADERS and its CONTINUATIONs, decoded) or GOAWAY; exactly one of the two is
+// non-nil. Settings, pings, window updates, resets and DATA are handled here for both
+// sides; a stream-level error resets that stream and reading goes on. Any other error
+// ends the connection. The header block is reused by the next call: whoever keeps its
+// fields copies them.
+func (mc *muxConn) nextFrame() (*muxHeaders, *http2.GoAwayFrame, error) {
 	for {
 		f, err := mc.fr.ReadFrame()
 		if err == nil {
 			mc.lastRead.Store(mc.now().UnixNano()) // any frame, PING answers included
 			var handled bool
 			if handled, err = mc.onControl(f); !handled {
-				if d, ok := f.(*http2.DataFrame); ok {
-					handled, err = true, mc.onData(d)
+				switch f := f.(type) {
+				case *http2.DataFrame:
+					err = mc.onData(f)
+				case *http2.HeadersFrame:
+					var h *muxHeaders
+					if h, err = mc.readHeaderBlock(f); err == nil {
+						return h, nil, nil
+					}
+				case *http2.GoAwayFrame:
+					return nil, f, nil
 				}
 			}
-			if !handled {
-				return f, nil
-			}
 		}
+		if err == nil {
+			continue
+		}
+		// Declared here, not above: errors.As makes it escape, and a successful read
+		// should not allocate.
 		var se http2.StreamError
-		switch {
-		case err == nil:
-		case errors.As(err, &se):
-			mc.resetStream(se.StreamID, se.Code)
-		default:
-			return nil, err
+		if !errors.As(err, &se) {
+			return nil, nil, err
+		}
+		mc.resetStream(se.StreamID, se.Code)
+	}
+}
+
+// muxHeaders is one decoded header block. x/net's MetaHeadersFrame does the same
+// decoding, but it allocates the frame and grows a new field slice for every block,
+// which was the largest allocation per request on this path; the reader goroutine
+// reuses this one (muxConn.hblock).
+type muxHeaders struct {
+	streamID  uint32
+	endStream bool
+	truncated bool // over maxHeadBytes: fields is incomplete
+	fields    []hpack.HeaderField
+	nPseudo   int // fields[:nPseudo] are the pseudo-header fields
+	size      int
+	invalid   error
+}
+
+func (h *muxHeaders) regular() []hpack.HeaderField { return h.fields[h.nPseudo:] }
+
+func (h *muxHeaders) pseudo(name string) string {
+	for _, f := range h.fields[:h.nPseudo] {
+		if f.Name == name {
+			return f.Value
 		}
 	}
+	return ""
+}
+
+// readHeaderBlock decodes f's header block and the CONTINUATION frames that finish
+// it (the Framer already refuses any other frame in between) with the checks of RFC
+// 9113 §8.2-8.3 that x/net's MetaHeadersFrame makes: valid names and values, pseudo
+// fields first, known and not repeated, not request and response ones mixed. A bad
+// field fails the stream, after the whole block is decoded so that the connection's
+// HPACK state stays in step; a bad encoding fails the connection.
+func (mc *muxConn) readHeaderBlock(f *http2.HeadersFrame) (*muxHeaders, error) {
+	h := &mc.hblock
+	clear(h.fields) // let the last block's strings go
+	*h = muxHeaders{streamID: f.StreamID, endStream: f.StreamEnded(), fields: h.fields[:0]}
+	mc.hdec.SetEmitEnabled(true)
+	frag, end := f.HeaderBlockFragment(), f.HeadersEnded()
+	for {
+		// The fragment is only valid until the next ReadFrame: decode it now.
+		if _, err := mc.hdec.Write(frag); err != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeCompression)
+		}
+		if end {
+			break
+		}
+		next, err := mc.fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		c, ok := next.(*http2.ContinuationFrame)
+		if !ok {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		frag, end = c.HeaderBlockFragment(), c.HeadersEnded()
+	}
+	if err := mc.hdec.Close(); err != nil {
+		return nil, http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if h.invalid == nil {
+		h.invalid = h.checkPseudos()
+	}
+	if h.invalid != nil {
+		return nil, http2.StreamError{StreamID: h.streamID, Code: http2.ErrCodeProtocol, Cause: h.invalid}
+	}
+	return h, nil
+}
+
+// emitField is the HPACK decoder's callback: it adds one field to the block being
+// decoded, within maxHeadBytes (SETTINGS_MAX_HEADER_LIST_SIZE, counted as RFC 9113
+// §6.5.2 does).
+func (mc *muxConn) emitField(f hpack.HeaderField) {
+	h := &mc.hblock
+	if h.size += int(f.Size()); h.size > maxHeadBytes {
+		h.truncated = true
+		mc.hdec.SetEmitEnabled(false)
+		return
+	}
+	if h.invalid != nil {
+		return
+	}
+	switch {
+	case !httpguts.ValidHeaderFieldValue(f.Value):
+		h.invalid = fmt.Errorf("header field %q has an invalid value", f.Name)
+	case f.IsPseudo():
+		if h.nPseudo < len(h.fields) {
+			h.invalid = fmt.Errorf("pseudo-header field %q after a regular field", f.Name)
+		}
+		h.nPseudo++
+	case !validWireName(f.Name):
+		h.invalid = fmt.Errorf("invalid header field name %q", f.Name)
+	}
+	h.fields = append(h.fields, f)
+}
+
+// checkPseudos refuses unknown and repeated pseudo-header fields and a block that
+// mixes request and response ones.
+func (h *muxHeaders) checkPseudos() error {
+	var req, resp bool
+	ps := h.fields[:h.nPseudo]
+	for i, f := range ps {
+		switch f.Name {
+		case ":method", ":path", ":scheme", ":authority", ":protocol":
+			req = true
+		case ":status":
+			resp = true
+		default:
+			return fmt.Errorf("unknown pseudo-header field %q", f.Name)
+		}
+		for _, g := range ps[:i] {
+			if g.Name == f.Name {
+				return fmt.Errorf("pseudo-header field %q repeated", f.Name)
+			}
+		}
+	}
+	if req && resp {
+		return errors.New("request and response pseudo-header fields mixed")
+	}
+	return nil
+}
+
+// validWireName reports whether name is a valid HTTP/2 field name: a token, in lower
+// case.
+func validWireName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !httpguts.IsTokenRune(rune(c)) || ('A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // resetStream fails stream id locally and tells the peer.
@@ -570,8 +720,9 @@ func (mc *muxConn) onControl(f http2.Frame) (handled bool, err error) {
 }
 
 // lowerName returns an HTTP/1.1 header name as HTTP/2 wants it (RFC 9113 §8.2.1). The
-// common names come from a table, so most headers cost no allocation; others cost one.
-func lowerName(b []byte) string {
+// common names come from a table and other recent ones from recent (if not nil), so
+// most headers cost no allocation.
+func lowerName(b []byte, recent *recentValues) string {
 	for _, n := range commonNames {
 		if equalFoldASCII(b, n) {
 			return n
@@ -588,7 +739,32 @@ func lowerName(b []byte) string {
 		}
 		out = append(out, c)
 	}
+	if recent != nil {
+		return recent.get(out)
+	}
 	return string(out)
+}
+
+// recentValues remembers the last few field values converted to strings: an app or a
+// client sends the same user-agent, content-type, content-length and date over and
+// over, and HPACK wants strings. Not safe for concurrent use; each exchange has its
+// own.
+type recentValues struct {
+	v [8]string
+	n int
+}
+
+// get returns b as a string, without allocating when it is a recent value.
+func (r *recentValues) get(b []byte) string {
+	for _, v := range r.v {
+		if v == string(b) {
+			return v
+		}
+	}
+	v := string(b)
+	r.v[r.n%len(r.v)] = v
+	r.n++
+	return v
 }
 
 // commonNames are frequent header names, lower case (read-only).
@@ -728,7 +904,7 @@ func readTrailers(br *bufio.Reader) ([]hpack.HeaderField, error) {
 		if isH2Hop(l[:colon]) {
 			continue
 		}
-		out = append(out, hpack.HeaderField{Name: lowerName(l[:colon]), Value: string(bytes.TrimSpace(l[colon+1:]))})
+		out = append(out, hpack.HeaderField{Name: lowerName(l[:colon], nil), Value: string(bytes.TrimSpace(l[colon+1:]))})
 	}
 }
 
@@ -741,23 +917,42 @@ var errBodyLength = errors.New("HTTP/2 body length differs from content-length")
 // (length >= 0, not chunked) must be exactly that long: not one byte more is written,
 // since on a keep-alive HTTP/1.1 connection extra bytes would be read as the start of
 // another message (request smuggling toward the app, response splitting toward it).
-func (mc *muxConn) writeH1Body(bw *bufio.Writer, s *muxStream, chunked bool, length int64, buf []byte) (int64, error) {
+func (mc *muxConn) writeH1Body(bw *bufio.Writer, s *muxStream, chunked bool, length int64) (int64, error) {
 	var total int64
 	for {
-		n, err := mc.read(s, buf)
+		// The stream's bytes are copied straight into bw's free space (bufio writes its
+		// own AvailableBuffer without another copy); a chunk also needs room for its
+		// size line and CRLF around the data.
+		if bw.Available() < chunkOverhead+64 && bw.Buffered() > 0 {
+			if err := bw.Flush(); err != nil {
+				return total, err
+			}
+		}
+		room := bw.AvailableBuffer()
+		room = room[:cap(room)]
+		if len(room) <= chunkOverhead {
+			return total, errors.New("HTTP/1.1 writer buffer too small") // ours hold bufSize
+		}
+		data := room
+		if chunked {
+			data = room[:len(room)-chunkOverhead]
+		}
+		n, err := mc.read(s, data)
 		if n > 0 {
 			if !chunked && length >= 0 && total+int64(n) > length {
 				return total, errBodyLength
 			}
 			total += int64(n)
 			if chunked {
-				bw.WriteString(strconv.FormatInt(int64(n), 16)) //nolint:errcheck // bufio keeps the first error for Flush
-				bw.WriteString("\r\n")                          //nolint:errcheck
+				// The size line goes before the data: move the data up behind it.
+				var size [18]byte
+				line := append(strconv.AppendInt(size[:0], int64(n), 16), '\r', '\n')
+				copy(room[len(line):], room[:n])
+				copy(room, line)
+				n += len(line)
+				n += copy(room[n:], "\r\n")
 			}
-			bw.Write(buf[:n]) //nolint:errcheck
-			if chunked {
-				bw.WriteString("\r\n") //nolint:errcheck
-			}
+			bw.Write(room[:n]) //nolint:errcheck // bufio keeps the first error for Flush
 			if !mc.pending(s) {
 				if err := bw.Flush(); err != nil {
 					return total, err
@@ -789,6 +984,10 @@ func (mc *muxConn) writeH1Body(bw *bufio.Writer, s *muxStream, chunked bool, len
 	}
 	return total, bw.Flush()
 }
+
+// chunkOverhead is the most a chunk adds to its data: a size line of up to 16 hex
+// digits, and CRLF after each.
+const chunkOverhead = 16 + 4
 
 // pending reports whether s has received bytes not yet read.
 func (mc *muxConn) pending(s *muxStream) bool {

@@ -259,61 +259,62 @@ func (mp *muxPool) readLoop(mc *muxConn) {
 
 func (mc *muxConn) clientFrames() error {
 	for {
-		f, err := mc.nextFrame()
+		h, goAway, err := mc.nextFrame()
 		if err != nil {
 			return err
 		}
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			if err := mc.onResponseHeaders(f); err != nil {
+		if h != nil {
+			if err := mc.onResponseHeaders(h); err != nil {
 				return err
 			}
-		case *http2.GoAwayFrame:
-			mc.mu.Lock()
-			mc.goAway = true
-			for id, s := range mc.streams {
-				if id > f.LastStreamID && s.err == nil {
-					s.err = errMuxRefused // never processed: safe to retry
-					s.wake()
-				}
+			continue
+		}
+		mc.mu.Lock()
+		mc.goAway = true
+		for id, s := range mc.streams {
+			if id > goAway.LastStreamID && s.err == nil {
+				s.err = errMuxRefused // never processed: safe to retry
+				s.wake()
 			}
-			done := mc.active == 0
-			mc.mu.Unlock()
-			if done {
-				return io.EOF
-			}
+		}
+		done := mc.active == 0
+		mc.mu.Unlock()
+		if done {
+			return io.EOF
 		}
 	}
 }
 
-func (mc *muxConn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
+func (mc *muxConn) onResponseHeaders(h *muxHeaders) error {
 	mc.mu.Lock()
 	defer mc.mu.Unlock()
-	s := mc.streams[f.StreamID]
+	s := mc.streams[h.streamID]
 	if s == nil {
-		if f.StreamID > mc.highest || f.StreamID%2 == 0 {
+		if h.streamID > mc.highest || h.streamID%2 == 0 {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		return nil // a stream we already gave up on
 	}
 	switch {
+	case h.truncated:
+		s.err = fmt.Errorf("HTTP/2 stream %d: response head over %d bytes", h.streamID, maxHeadBytes)
 	case s.hdrsReady:
-		if !f.StreamEnded() {
+		if !h.endStream {
 			return http2.ConnectionError(http2.ErrCodeProtocol) // trailers must end the stream
 		}
-		s.trailers = f.RegularFields()
+		s.trailers = append([]hpack.HeaderField(nil), h.regular()...)
 	default:
-		code, err := strconv.Atoi(f.PseudoValue("status"))
+		code, err := strconv.Atoi(h.pseudo(":status"))
 		switch {
 		case err != nil || code < 100 || code > 999 || code == 101:
-			s.err = fmt.Errorf("HTTP/2 stream %d: bad :status %q", f.StreamID, f.PseudoValue("status"))
+			s.err = fmt.Errorf("HTTP/2 stream %d: bad :status %q", h.streamID, h.pseudo(":status"))
 		case code < 200:
 			return nil // interim (100, 103): the HTTP/1.1 side already answered Expect
 		default:
-			s.hdrs, s.hdrsReady, s.status = f.RegularFields(), true, code
+			s.hdrs, s.hdrsReady, s.status = append(s.hdrs[:0], h.regular()...), true, code
 		}
 	}
-	if f.StreamEnded() {
+	if h.endStream {
 		s.ended = true
 	}
 	s.wake()
@@ -444,12 +445,10 @@ func (ex *h1Exchange) exchangeMux(ctx context.Context, rt *route, hasBody bool) 
 		bw.WriteString("connection: close\r\n") //nolint:errcheck
 	}
 	bw.WriteString("\r\n") //nolint:errcheck
-	buf := ex.p.rpBufs.Get()
 	if noBody {
 		length = 0 // a HEAD, 204 or 304 response carries no DATA
 	}
-	n, err := mc.writeH1Body(bw, s, chunked, length, buf)
-	ex.p.rpBufs.Put(buf)
+	n, err := mc.writeH1Body(bw, s, chunked, length)
 	rec.BytesSent = n
 	mc.mu.Lock()
 	clean := s.ended && s.err == nil
@@ -475,9 +474,9 @@ func (ex *h1Exchange) muxRequestFields(rt *route) []hpack.HeaderField {
 	req := &ex.req
 	authority := rt.host
 	if v, ok := req.lookup("host"); ok {
-		authority = string(v)
+		authority = ex.values.get(v)
 	}
-	path := string(req.target())
+	path := ex.values.get(req.target())
 	if len(path) > 0 && path[0] != '/' && path != "*" {
 		// absolute-form (RFC 9112 §3.2.2): keep the path and query.
 		if u, err := url.ParseRequestURI(path); err == nil && u.Host != "" {
@@ -494,7 +493,7 @@ func (ex *h1Exchange) muxRequestFields(rt *route) []hpack.HeaderField {
 		if isH2Hop(name) || equalFoldASCII(name, "expect") {
 			continue
 		}
-		fields = append(fields, hpack.HeaderField{Name: lowerName(name), Value: string(req.b(f.value))})
+		fields = append(fields, hpack.HeaderField{Name: lowerName(name, &ex.names), Value: ex.values.get(req.b(f.value))})
 	}
 	ex.fields = fields
 	return fields

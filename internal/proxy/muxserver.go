@@ -80,7 +80,7 @@ func (mc *muxConn) idleLocked(p *Proxy, cs *connState) {
 
 func (p *Proxy) muxFrames(ctx context.Context, cs *connState, mc *muxConn, streams *sync.WaitGroup) error {
 	for {
-		f, err := mc.nextFrame()
+		h, goAway, err := mc.nextFrame()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			mc.mu.Lock()
 			idle := mc.active == 0
@@ -98,12 +98,11 @@ func (p *Proxy) muxFrames(ctx context.Context, cs *connState, mc *muxConn, strea
 			mc.goAway = true
 			mc.mu.Unlock()
 		}
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			if err := p.onRequestHeaders(ctx, cs, mc, f, streams); err != nil {
+		if h != nil {
+			if err := p.onRequestHeaders(ctx, cs, mc, h, streams); err != nil {
 				return err
 			}
-		case *http2.GoAwayFrame:
+		} else if goAway != nil {
 			mc.mu.Lock()
 			mc.goAway = true
 			mc.idleLocked(p, cs)
@@ -112,16 +111,19 @@ func (p *Proxy) muxFrames(ctx context.Context, cs *connState, mc *muxConn, strea
 	}
 }
 
-func (p *Proxy) onRequestHeaders(ctx context.Context, cs *connState, mc *muxConn, f *http2.MetaHeadersFrame, streams *sync.WaitGroup) error {
-	id := f.StreamID
+func (p *Proxy) onRequestHeaders(ctx context.Context, cs *connState, mc *muxConn, h *muxHeaders, streams *sync.WaitGroup) error {
+	id := h.streamID
 	mc.mu.Lock()
 	if s := mc.streams[id]; s != nil {
 		// Request trailers: they must end the stream.
-		if !f.StreamEnded() || s.ended {
+		if !h.endStream || s.ended {
 			mc.mu.Unlock()
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
-		s.trailers, s.ended = f.RegularFields(), true
+		s.trailers, s.ended = append([]hpack.HeaderField(nil), h.regular()...), true
+		if h.truncated {
+			s.err = fmt.Errorf("HTTP/2 stream %d: request trailers over %d bytes", id, maxHeadBytes)
+		}
 		s.wake()
 		mc.mu.Unlock()
 		return nil
@@ -139,13 +141,13 @@ func (p *Proxy) onRequestHeaders(ctx context.Context, cs *connState, mc *muxConn
 		mc.writeRST(id, http2.ErrCodeRefusedStream)
 		return nil
 	}
-	if f.Truncated {
+	if h.truncated {
 		mc.mu.Unlock()
 		mc.writeRST(id, http2.ErrCodeProtocol) // over MAX_HEADER_LIST_SIZE
 		return nil
 	}
 	s := mc.newStreamLocked(id)
-	s.hdrs, s.ended = f.Fields, f.StreamEnded()
+	s.hdrs, s.ended = append(s.hdrs[:0], h.fields...), h.endStream
 	s.reqBody = !s.ended
 	mc.streams[id] = s
 	mc.active++
@@ -209,6 +211,10 @@ func (p *Proxy) muxWorker(ctx context.Context, cs *connState, mc *muxConn, s *mu
 type muxExchange struct {
 	req, resp head
 	fields    []hpack.HeaderField
+	rec       Record       // the access record, as h1Exchange keeps it
+	ar        Request      // what authorization sees
+	names     recentValues // response field names not in commonNames
+	values    recentValues // response field values
 }
 
 // muxServeStream forwards one request stream to the app. It returns the code to reset
@@ -227,17 +233,20 @@ func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, 
 		p.log.Debug("malformed HTTP/2 request", "peer", cs.src.String(), "err", err)
 		return http2.ErrCodeProtocol
 	}
-	rec := cs.record("h2", p.now())
+	rec := &mx.rec
+	*rec = cs.record("h2", p.now())
 	rec.Method = internMethod(req.method())
-	host, _ := req.lookup("host")
+	hostb, _ := req.lookup("host")
+	path, host := mx.values.get(req.target()), mx.values.get(hostb)
 	if p.cfg.Observer != nil {
-		rec.Path, rec.Authority, rec.Headers = string(req.target()), string(host), req
+		rec.Path, rec.Authority, rec.Headers = path, host, req
 	}
-	defer p.observeTimed(&rec)
+	defer p.observeTimed(rec)
 
-	ar := cs.request()
-	ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, rec.Method, string(req.target()), string(host), req
-	status, d := p.admit(ctx, cs, st, &ar, ar.Path)
+	ar := &mx.ar
+	*ar = cs.request()
+	ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, rec.Method, path, host, req
+	status, d := p.admit(ctx, cs, st, ar, ar.Path)
 	rec.decided(d)
 	ar.Headers = nil
 	if status != 0 {
@@ -266,7 +275,7 @@ func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, 
 	if a, ok := up.c.RemoteAddr().(*net.TCPAddr); ok {
 		rec.Upstream = a.AddrPort()
 	}
-	code, reusable := p.muxToApp(mc, s, mx, up, cs.xfccHeader, &rec)
+	code, reusable := p.muxToApp(mc, s, mx, up, cs.xfccHeader, rec)
 	if reusable {
 		up.pool.put(up)
 	} else {
@@ -287,9 +296,7 @@ func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, mx *muxExchange, up *upConn,
 	writeHead(up.bw, req, skipInbound, extra)
 	var err error
 	if hasBody {
-		buf := p.rpBufs.Get()
-		rec.BytesReceived, err = mc.writeH1Body(up.bw, s, req.chunked, req.contentLength, buf)
-		p.rpBufs.Put(buf)
+		rec.BytesReceived, err = mc.writeH1Body(up.bw, s, req.chunked, req.contentLength)
 	} else {
 		err = up.bw.Flush()
 	}
@@ -318,7 +325,7 @@ func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, mx *muxExchange, up *upConn,
 		if isH2Hop(name) || (resp.contentLength < 0 && equalFoldASCII(name, "content-length")) {
 			continue
 		}
-		fields = append(fields, hpack.HeaderField{Name: lowerName(name), Value: string(resp.b(f.value))})
+		fields = append(fields, hpack.HeaderField{Name: lowerName(name, &mx.names), Value: mx.values.get(resp.b(f.value))})
 	}
 	err = mc.writeHeaders(s.id, fields, noBody, noBody)
 	clear(fields) // let the strings go; keep the slice
