@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
 
@@ -76,6 +77,78 @@ func FuzzBuildMuxHead(f *testing.F) {
 		}
 		if !hasBody && (back.chunked || back.contentLength > 0) {
 			t.Fatalf("a request without a body announces one: %q", buf.String())
+		}
+	})
+}
+
+// FuzzMuxHeaderBlock: whatever bytes a peer sends as a header block, split over
+// HEADERS and CONTINUATION frames, the reader either fails the stream or the
+// connection, or hands on a block that keeps the promises its users rely on: pseudo
+// fields first, known and once each, valid lower-case names, valid values, within
+// maxHeadBytes unless marked truncated.
+func FuzzMuxHeaderBlock(f *testing.F) {
+	enc := func(fields ...string) []byte {
+		var b bytes.Buffer
+		e := hpack.NewEncoder(&b)
+		for i := 0; i+1 < len(fields); i += 2 {
+			e.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]}) //nolint:errcheck // bytes.Buffer
+		}
+		return b.Bytes()
+	}
+	f.Add(enc(":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/", "x-a", "b"), uint8(0))
+	f.Add(enc(":status", "200", "content-length", "3"), uint8(1))
+	f.Add(enc("x-a", "b", ":path", "/"), uint8(2))
+	f.Add(enc(":status", "200", ":path", "/"), uint8(0))
+	f.Add(enc(":foo", "1"), uint8(0))
+	f.Add(enc("X-Upper", "1"), uint8(3))
+	f.Add(enc("x-a", "bad\x00value"), uint8(0))
+	f.Add([]byte{0x3f, 0xe1, 0x1f}, uint8(0)) // dynamic table size update over the limit
+	f.Fuzz(func(t *testing.T, block []byte, split uint8) {
+		// The block goes out as HEADERS plus a CONTINUATION cut at split.
+		var wire bytes.Buffer
+		fw := http2.NewFramer(&wire, nil)
+		cut := min(int(split), len(block))
+		if err := fw.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:cut], EndHeaders: cut == len(block), EndStream: true}); err != nil {
+			t.Fatal(err)
+		}
+		if cut < len(block) {
+			if err := fw.WriteContinuation(1, true, block[cut:]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var out bytes.Buffer
+		mc := newMuxConn(nil, bufio.NewReader(&wire), bufio.NewWriter(&out), true)
+		h, _, err := mc.nextFrame()
+		if err != nil || h == nil {
+			return // refused (a reset stream shows as the end of input: io.EOF)
+		}
+		if h.streamID != 1 || !h.endStream {
+			t.Fatalf("stream %d endStream %v, want 1 true", h.streamID, h.endStream)
+		}
+		if !h.truncated && h.size > maxHeadBytes {
+			t.Fatalf("%d bytes of fields accepted, limit %d", h.size, maxHeadBytes)
+		}
+		seen := map[string]bool{}
+		for i, f := range h.fields {
+			if f.IsPseudo() != (i < h.nPseudo) {
+				t.Fatalf("field %d %q: pseudo fields must come first (%d of them)", i, f.Name, h.nPseudo)
+			}
+			if f.IsPseudo() {
+				if seen[f.Name] {
+					t.Fatalf("pseudo field %q twice", f.Name)
+				}
+				seen[f.Name] = true
+				continue
+			}
+			if !validWireName(f.Name) || strings.ToLower(f.Name) != f.Name {
+				t.Fatalf("invalid field name %q accepted", f.Name)
+			}
+			if strings.ContainsAny(f.Value, "\x00\r\n") {
+				t.Fatalf("field %q: value %q with NUL, CR or LF accepted", f.Name, f.Value)
+			}
+		}
+		if seen[":status"] && (seen[":method"] || seen[":path"]) {
+			t.Fatalf("request and response pseudo fields mixed: %v", seen)
 		}
 	})
 }
