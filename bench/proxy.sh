@@ -8,7 +8,8 @@
 # all on 127.0.0.1, HTTP/1.1 keep-alive, 1 KiB responses (fortio's echo server).
 # Figures, each the median of BENCH_REPS repetitions: latency p50/p99 at 1,000 req/s
 # over 16 connections; CPU seconds per 1,000 requests per proxy (utime+stime of the
-# proxy's process tree from /proc); each proxy's peak RSS (VmHWM); maximum throughput
+# proxy's process tree from /proc); each proxy's peak RSS (VmHWM) and, sampled every
+# 0.25 s under load, its peak private memory (USS, not shared with other processes); maximum throughput
 # (-qps 0 -c 32); new-connection latency (-keepalive=false). Every figure is also given
 # as a meshguard/nginx ratio. Output: a table on stdout and a JSON file (BENCH_OUT).
 #
@@ -148,6 +149,32 @@ tree_hwm_kib() {
     sum=$((sum + ${v:-0}))
   done
   echo $sum
+}
+
+# Private memory (USS: Private_Clean + Private_Dirty, KiB) of a process tree: what the
+# proxy's processes hold that no other process shares. Peak RSS also counts the pages of
+# the executable and shared libraries, which every process mapping them shares (all the
+# sidecars of a node run one binary).
+tree_uss_kib() {
+  local sum=0 p v
+  for p in $(tree_pids "$1"); do
+    v=$(awk '/^Private_(Clean|Dirty):/ {u += $2} END {print u + 0}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
+    sum=$((sum + ${v:-0}))
+  done
+  echo $sum
+}
+
+# sample_uss OUT CLIENT_PID SERVER_PID: until killed, samples both trees' private memory
+# every 0.25 s and keeps the largest of each in OUT ("client server", KiB).
+sample_uss() {
+  local out=$1 cpid=$2 spid=$3 cmax=0 smax=0 c s
+  while :; do
+    c=$(tree_uss_kib "$cpid") s=$(tree_uss_kib "$spid")
+    ((c > cmax)) && cmax=$c
+    ((s > smax)) && smax=$s
+    echo "$cmax $smax" >"$out"
+    sleep 0.25
+  done
 }
 
 # ---------------------------------------------------------------- certificates
@@ -341,8 +368,13 @@ CLK_TCK=$(getconf CLK_TCK)
 # run_path NAME PORT CLIENT_PID SERVER_PID: REPS repetitions of the three load runs,
 # writing fortio's JSON and the proxies' CPU ticks under $WORK/results/NAME/REP.
 run_path() {
-  local name=$1 port=$2 cpid=$3 spid=$4 rep dir c0 s0 c1 s1
+  local name=$1 port=$2 cpid=$3 spid=$4 rep dir c0 s0 c1 s1 sampler=""
   local url="http://127.0.0.1:$port$URL_PATH"
+  mkdir -p "$WORK/results/$name"
+  if [ -n "$cpid" ]; then
+    sample_uss "$WORK/results/$name/uss_kib" "$cpid" "$spid" &
+    sampler=$!
+  fi
   # Warm-up: connections, TLS sessions, pools, Go heap.
   "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t 2s "$url" >/dev/null 2>&1 || true
   for ((rep = 1; rep <= REPS; rep++)); do
@@ -365,6 +397,10 @@ run_path() {
   [ -n "$cpid" ] && ch=$(tree_hwm_kib "$cpid")
   [ -n "$spid" ] && sh=$(tree_hwm_kib "$spid")
   echo "$ch $sh" >"$WORK/results/$name/hwm_kib"
+  if [ -n "$sampler" ]; then
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+  fi
 }
 
 run_path direct "$ECHO_PORT" "" ""
@@ -427,6 +463,11 @@ for name in ("direct", "nginx", "meshguard"):
     if name != "direct":
         med["rss_mb_client"] = hc / 1024.0
         med["rss_mb_server"] = hs / 1024.0
+        upath = os.path.join(pdir, "uss_kib")
+        if os.path.exists(upath):
+            uc, us = (int(x) for x in open(upath).read().split())
+            med["uss_mb_client"] = uc / 1024.0
+            med["uss_mb_server"] = us / 1024.0
     paths[name] = {"median": med, "runs": runs}
 
 direct = paths.get("direct", {}).get("median", {})
@@ -446,6 +487,8 @@ metrics = [
     ("cpu_s_per_1k_server", "CPU s per 1000 req, server proxy"),
     ("rss_mb_client", "peak RSS client proxy (MB)"),
     ("rss_mb_server", "peak RSS server proxy (MB)"),
+    ("uss_mb_client", "peak private (USS) client proxy (MB)"),
+    ("uss_mb_server", "peak private (USS) server proxy (MB)"),
     ("max_qps", "max throughput, -qps 0 -c 32 (req/s)"),
     ("newconn_p50_ms", "new-connection p50, keepalive off (ms)"),
     ("newconn_p99_ms", "new-connection p99, keepalive off (ms)"),
