@@ -179,10 +179,11 @@ func (l *Loader) LoadFiles(ctx context.Context, files ...File) (*Snapshot, Warni
 		}
 		meshes = append(meshes, cm)
 	}
-	mesh := DefaultMeshConfig()
+	mesh, given := DefaultMeshConfig(), (*meshv1alpha1.MeshConfig)(nil)
 	if len(meshes) > 0 {
 		m := meshes[0]
 		mesh = mergeMesh(m.user, m.fields)
+		given = mesh
 		r := &reporter{base: m.rep, problems: &problems, warnings: &warnings}
 		validateMesh(r, m.path, m.user, mesh)
 		for _, other := range meshes[1:] {
@@ -229,7 +230,7 @@ func (l *Loader) LoadFiles(ctx context.Context, files ...File) (*Snapshot, Warni
 	for _, d := range objs {
 		out = append(out, d.obj)
 	}
-	return NewSnapshot(out, mesh), warnings, nil
+	return NewSnapshot(out, given), warnings, nil
 }
 
 func sortProblems(ps []Problem, order map[string]int) {
@@ -247,8 +248,13 @@ func sortProblems(ps []Problem, order map[string]int) {
 // snapshot a Version, all derived from content alone so that the same configuration
 // read from differently named files gets the same versions. It does not validate.
 func NewSnapshot(objs []*Object, mesh *meshv1alpha1.MeshConfig) *Snapshot {
-	if mesh == nil {
+	defaulted, meshDigest := mesh == nil, defaultMeshDigest
+	if defaulted {
 		mesh = DefaultMeshConfig()
+	} else {
+		mb, _ := proto.MarshalOptions{Deterministic: true}.Marshal(mesh)
+		sum := sha256.Sum256(mb)
+		meshDigest = hex.EncodeToString(sum[:])
 	}
 	objs = append([]*Object(nil), objs...)
 	sort.SliceStable(objs, func(i, j int) bool {
@@ -269,10 +275,18 @@ func NewSnapshot(objs []*Object, mesh *meshv1alpha1.MeshConfig) *Snapshot {
 		}
 		h.Write(o.sum[:])
 	}
-	mb, _ := proto.MarshalOptions{Deterministic: true}.Marshal(mesh)
-	h.Write(mb)
-	return &Snapshot{Objects: objs, Mesh: mesh, Version: hex.EncodeToString(h.Sum(nil)[:12])}
+	h.Write([]byte(meshDigest))
+	return &Snapshot{Objects: objs, Mesh: mesh, Version: hex.EncodeToString(h.Sum(nil)[:12]), defaultMesh: defaulted}
 }
+
+// defaultMeshDigest is the SHA-256 of DefaultMeshConfig deterministically marshalled,
+// written down so that a snapshot with the default mesh config (no mesh config given:
+// the common case for a sidecar) does not marshal it. Marshalling builds the protobuf
+// reflection and coding tables of MeshConfig and of every message it contains, about
+// 0.5 MB that a sidecar would keep for its lifetime for nothing else (docs/
+// performance.md). TestDefaultMeshDigest fails, with the value to put here, when the
+// defaults change.
+const defaultMeshDigest = "5c0db3681a7cc2ba3af93dea9aad6efb7062725dc2b0188b6c2a29bb52dcef6b"
 
 func objectHash(o *Object) [32]byte {
 	var b bytes.Buffer

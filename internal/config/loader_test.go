@@ -2,6 +2,8 @@ package config
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,8 +14,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+	securityv1beta1 "istio.io/api/security/v1beta1"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
@@ -417,5 +421,29 @@ spec: {mtls: {mode: STRICT}}
 	_, _, err = loadFiles(t, File{Name: "bad.yaml", Data: []byte(fmt.Sprintf(doc, "yesterday"))})
 	if err == nil || !strings.Contains(err.Error(), `bad.yaml:0: PeerAuthentication foo/a: metadata.creationTimestamp: "yesterday" is not an RFC 3339 time`) {
 		t.Fatalf("load with a bad creationTimestamp: err = %v, want a problem naming the field", err)
+	}
+}
+
+// TestDefaultMeshDigest: the digest NewSnapshot uses for the default mesh config is the
+// digest of the defaults, so a snapshot built without a mesh config and one built with
+// the defaults given explicitly get the same version.
+func TestDefaultMeshDigest(t *testing.T) {
+	mb, err := proto.MarshalOptions{Deterministic: true}.Marshal(DefaultMeshConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(mb)
+	if got := hex.EncodeToString(sum[:]); got != defaultMeshDigest {
+		t.Fatalf("DefaultMeshConfig changed: set defaultMeshDigest in loader.go to %q", got)
+	}
+	objs := func() []*Object {
+		return []*Object{{Kind: KindPeerAuthentication, Meta: Meta{Namespace: "default", Name: "default"}, Spec: &securityv1beta1.PeerAuthentication{}}}
+	}
+	a, b := NewSnapshot(objs(), nil), NewSnapshot(objs(), DefaultMeshConfig())
+	if a.Version != b.Version {
+		t.Errorf("version with the defaults implied %s, given %s; want equal", a.Version, b.Version)
+	}
+	if a.GivenMesh() != nil || b.GivenMesh() == nil || a.Mesh == nil {
+		t.Errorf("GivenMesh: %v with the defaults implied (want nil), %v given (want it)", a.GivenMesh(), b.GivenMesh())
 	}
 }

@@ -130,6 +130,17 @@ type Snapshot struct {
 	Mesh    *meshv1alpha1.MeshConfig
 	// Version identifies the snapshot's content; equal content gives an equal version.
 	Version string
+
+	defaultMesh bool // Mesh is DefaultMeshConfig: none was given
+}
+
+// GivenMesh returns the mesh config the snapshot was built from, nil when it has the
+// defaults: what to pass NewSnapshot to build another snapshot with the same one.
+func (s *Snapshot) GivenMesh() *meshv1alpha1.MeshConfig {
+	if s.defaultMesh {
+		return nil
+	}
+	return s.Mesh
 }
 
 // OfKind returns the snapshot's objects of kind k, in the snapshot's order.

@@ -485,7 +485,7 @@ func (s *Store) incremental(ctx context.Context, pending map[string]bool, cand m
 			all = append(all, &c)
 		}
 	}
-	snap := config.NewSnapshot(all, part.Mesh)
+	snap := config.NewSnapshot(all, part.GivenMesh())
 	// Warnings: the previous ones of unchanged files, this load's of changed files.
 	var ws config.Warnings
 	for _, w := range s.st.Warnings {
