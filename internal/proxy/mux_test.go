@@ -89,6 +89,25 @@ func clientSidecarTo(t *testing.T, ca *testCA, addr net.Addr, opts ...func(*mesh
 // TestMuxServerWithStandardClient: the server sidecar's multiplexed port is plain
 // RFC 9113 HTTP/2: x/net/http2's own client gets the same service a client sidecar
 // does, including flow control beyond both receive windows and concurrent streams.
+// serveConns runs handle on each connection l accepts, in its own goroutine, until l
+// is closed; each connection is closed when handle returns, and gets a 10 s deadline
+// so that a stuck test peer cannot outlive the test for long.
+func serveConns(l net.Listener, handle func(c net.Conn)) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
+				handle(c)
+			}()
+		}
+	}()
+}
+
 func TestMuxServerWithStandardClient(t *testing.T) {
 	checkNoLeaks(t)
 	echo := meshtest.StartEcho(t)
@@ -316,31 +335,21 @@ func TestMuxFallsBackToHTTP1(t *testing.T) {
 	// it has no handler for, and istio-http/1.1 is not one of its own.
 	var mu sync.Mutex
 	var alpns []string
-	go func() {
+	serveConns(l, func(c net.Conn) {
+		tc := c.(*tls.Conn)
+		br := bufio.NewReader(tc)
 		for {
-			c, err := l.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				tc.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(tc)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body) //nolint:errcheck
-					mu.Lock()
-					alpns = append(alpns, tc.ConnectionState().NegotiatedProtocol+" "+req.Proto)
-					mu.Unlock()
-					io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\nplain old HTTP/1.1") //nolint:errcheck
-				}
-			}()
+			io.Copy(io.Discard, req.Body) //nolint:errcheck
+			mu.Lock()
+			alpns = append(alpns, tc.ConnectionState().NegotiatedProtocol+" "+req.Proto)
+			mu.Unlock()
+			io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\nplain old HTTP/1.1") //nolint:errcheck
 		}
-	}()
+	})
 	client := clientSidecarTo(t, ca, l.Addr())
 	c := httpClient()
 	for range 3 {
@@ -602,19 +611,8 @@ func TestMuxHealthCheck(t *testing.T) {
 	t.Run("a silent peer fails the request", func(t *testing.T) {
 		ca := newTestCA(t, "cluster.local")
 		l := peerListener(t, ca, alpnMux)
-		go func() { // accepts, reads everything, answers nothing (not even PING)
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					c.SetDeadline(time.Now().Add(10 * time.Second))
-					io.Copy(io.Discard, c) //nolint:errcheck
-				}()
-			}
-		}()
+		// Accepts, reads everything, answers nothing (not even PING).
+		serveConns(l, func(c net.Conn) { io.Copy(io.Discard, c) }) //nolint:errcheck
 		client := clientSidecarTo(t, ca, l.Addr(), short)
 		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
 		start := time.Now()
@@ -669,26 +667,14 @@ func TestMuxRequestAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	serveConns(ln, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for skipHead(br) == nil {
+			if _, err := c.Write(resp); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					if err := skipHead(br); err != nil {
-						return
-					}
-					if _, err := c.Write(resp); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	pr := startPair(t, pairOptions{app: netip.MustParseAddrPort(ln.Addr().String()), serverPolicy: proxy.Policy{PeerAuthn: strict()}})
 	c, err := net.Dial("tcp", pr.outboundAddr.String())
 	if err != nil {
