@@ -767,6 +767,16 @@ func (r *recentValues) get(b []byte) string {
 	return v
 }
 
+// value returns the value of field name as a string, through the cache except for the
+// fields that carry credentials: those are not kept beyond their request.
+func (r *recentValues) value(name string, b []byte) string {
+	switch name {
+	case "authorization", "proxy-authorization", "cookie", "set-cookie":
+		return string(b)
+	}
+	return r.get(b)
+}
+
 // commonNames are frequent header names, lower case (read-only).
 var commonNames = [...]string{
 	"accept", "accept-encoding", "accept-language", "authorization", "cache-control",

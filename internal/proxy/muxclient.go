@@ -493,7 +493,8 @@ func (ex *h1Exchange) muxRequestFields(rt *route) []hpack.HeaderField {
 		if isH2Hop(name) || equalFoldASCII(name, "expect") {
 			continue
 		}
-		fields = append(fields, hpack.HeaderField{Name: lowerName(name, &ex.names), Value: ex.values.get(req.b(f.value))})
+		n := lowerName(name, &ex.names)
+		fields = append(fields, hpack.HeaderField{Name: n, Value: ex.values.value(n, req.b(f.value))})
 	}
 	ex.fields = fields
 	return fields

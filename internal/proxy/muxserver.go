@@ -325,7 +325,8 @@ func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, mx *muxExchange, up *upConn,
 		if isH2Hop(name) || (resp.contentLength < 0 && equalFoldASCII(name, "content-length")) {
 			continue
 		}
-		fields = append(fields, hpack.HeaderField{Name: lowerName(name, &mx.names), Value: mx.values.get(resp.b(f.value))})
+		n := lowerName(name, &mx.names)
+		fields = append(fields, hpack.HeaderField{Name: n, Value: mx.values.value(n, resp.b(f.value))})
 	}
 	err = mc.writeHeaders(s.id, fields, noBody, noBody)
 	clear(fields) // let the strings go; keep the slice
