@@ -509,7 +509,8 @@ func (h *muxHeaders) pseudo(name string) string {
 // 9113 §8.2-8.3 that x/net's MetaHeadersFrame makes: valid names and values, pseudo
 // fields first, known and not repeated, not request and response ones mixed. A bad
 // field fails the stream, after the whole block is decoded so that the connection's
-// HPACK state stays in step; a bad encoding fails the connection.
+// HPACK state stays in step; a bad encoding, or CONTINUATION frames past the size
+// limit or after a bad field, fail the connection.
 func (mc *muxConn) readHeaderBlock(f *http2.HeadersFrame) (*muxHeaders, error) {
 	h := &mc.hblock
 	clear(h.fields) // let the last block's strings go
@@ -517,6 +518,18 @@ func (mc *muxConn) readHeaderBlock(f *http2.HeadersFrame) (*muxHeaders, error) {
 	mc.hdec.SetEmitEnabled(true)
 	frag, end := f.HeaderBlockFragment(), f.HeadersEnded()
 	for {
+		// A peer must not make us decode without end what we will discard (the HTTP/2
+		// CONTINUATION flood, CVE-2023-45288): like x/net, end the connection at a
+		// fragment over twice what is left of the header-list budget, which once the
+		// block is truncated is any fragment, and at any CONTINUATION after an invalid
+		// field, whose size is no longer counted.
+		left := 0
+		if !h.truncated {
+			left = maxHeadBytes - h.size
+		}
+		if len(frag) > 2*left || h.invalid != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
 		// The fragment is only valid until the next ReadFrame: decode it now.
 		if _, err := mc.hdec.Write(frag); err != nil {
 			return nil, http2.ConnectionError(http2.ErrCodeCompression)
@@ -557,6 +570,7 @@ func (mc *muxConn) emitField(f hpack.HeaderField) {
 		return
 	}
 	if h.invalid != nil {
+		mc.hdec.SetEmitEnabled(false)
 		return
 	}
 	switch {

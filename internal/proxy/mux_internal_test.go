@@ -1,6 +1,16 @@
 package proxy
 
-import "testing"
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
 
 // TestRecentValues: recent values come back without allocating, equal to what was
 // asked for; credentials are never kept.
@@ -43,5 +53,75 @@ func TestRecentValues(t *testing.T) {
 		if v == "text/plain" {
 			t.Errorf("cache %q: still holds text/plain after %d newer values", r.v, len(r.v))
 		}
+	}
+}
+
+// headerFrames writes one header block as HEADERS plus a CONTINUATION per further
+// fragment; each fragment is the HPACK encoding of one group of name, value pairs.
+func headerFrames(t *testing.T, groups ...[]string) []byte {
+	t.Helper()
+	var wire, blk bytes.Buffer
+	fw, enc := http2.NewFramer(&wire, nil), hpack.NewEncoder(&blk)
+	for i, g := range groups {
+		blk.Reset()
+		for j := 0; j+1 < len(g); j += 2 {
+			// Never indexed, so that every fragment is decoded in full.
+			enc.WriteField(hpack.HeaderField{Name: g[j], Value: g[j+1], Sensitive: true}) //nolint:errcheck // bytes.Buffer
+		}
+		end := i == len(groups)-1
+		var err error
+		if i == 0 {
+			err = fw.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk.Bytes(), EndHeaders: end, EndStream: true})
+		} else {
+			err = fw.WriteContinuation(1, end, blk.Bytes())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return wire.Bytes()
+}
+
+// TestMuxHeaderBlockLimits: a block split over CONTINUATION frames within the limit is
+// read whole; a peer that keeps sending CONTINUATION frames past the header-list
+// limit, or after a bad field, loses the connection without the rest being decoded
+// (the CONTINUATION flood, CVE-2023-45288).
+func TestMuxHeaderBlockLimits(t *testing.T) {
+	req := []string{":method", "GET", ":scheme", "http", ":path", "/", ":authority", "a"}
+	pad := func(n int) []string { return []string{"x-pad", strings.Repeat("a", n)} }
+	t.Run("split within the limit", func(t *testing.T) {
+		wire := headerFrames(t, req, pad(100), pad(100), pad(100))
+		mc := newMuxConn(nil, bufio.NewReader(bytes.NewReader(wire)), bufio.NewWriter(io.Discard), true)
+		h, _, err := mc.nextFrame()
+		if err != nil || h == nil || len(h.regular()) != 3 || h.pseudo(":path") != "/" {
+			t.Fatalf("nextFrame = %+v, %v; want the request with 3 x-pad fields", h, err)
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		groups [][]string
+	}{
+		{"flood past the limit", append([][]string{req}, func() [][]string {
+			var g [][]string
+			for range 200 {
+				g = append(g, pad(8<<10))
+			}
+			return g
+		}()...)},
+		{"continuation after a bad field", [][]string{append(req, "x-bad", "a\x00b"), pad(10), pad(10)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wire := headerFrames(t, tc.groups...)
+			r := bytes.NewReader(wire)
+			mc := newMuxConn(nil, bufio.NewReader(r), bufio.NewWriter(io.Discard), true)
+			_, _, err := mc.nextFrame()
+			var ce http2.ConnectionError
+			if !errors.As(err, &ce) || http2.ErrCode(ce) != http2.ErrCodeProtocol {
+				t.Fatalf("nextFrame error = %v; want connection error PROTOCOL_ERROR", err)
+			}
+			if read := len(wire) - r.Len() - mc.br.Buffered(); read > 3*maxHeadBytes {
+				t.Errorf("read %d of %d bytes before giving up; want at most %d", read, len(wire), 3*maxHeadBytes)
+			}
+		})
 	}
 }
