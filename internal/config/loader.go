@@ -179,7 +179,8 @@ func (l *Loader) LoadFiles(ctx context.Context, files ...File) (*Snapshot, Warni
 		}
 		meshes = append(meshes, cm)
 	}
-	mesh, given := DefaultMeshConfig(), (*meshv1alpha1.MeshConfig)(nil)
+	mesh := DefaultMeshConfig()
+	var given *meshv1alpha1.MeshConfig // nil: the defaults
 	if len(meshes) > 0 {
 		m := meshes[0]
 		mesh = mergeMesh(m.user, m.fields)
@@ -248,13 +249,11 @@ func sortProblems(ps []Problem, order map[string]int) {
 // snapshot a Version, all derived from content alone so that the same configuration
 // read from differently named files gets the same versions. It does not validate.
 func NewSnapshot(objs []*Object, mesh *meshv1alpha1.MeshConfig) *Snapshot {
-	defaulted, meshDigest := mesh == nil, defaultMeshDigest
+	defaulted, digest := mesh == nil, defaultMeshDigest
 	if defaulted {
 		mesh = DefaultMeshConfig()
 	} else {
-		mb, _ := proto.MarshalOptions{Deterministic: true}.Marshal(mesh)
-		sum := sha256.Sum256(mb)
-		meshDigest = hex.EncodeToString(sum[:])
+		digest = meshDigest(mesh)
 	}
 	objs = append([]*Object(nil), objs...)
 	sort.SliceStable(objs, func(i, j int) bool {
@@ -275,7 +274,7 @@ func NewSnapshot(objs []*Object, mesh *meshv1alpha1.MeshConfig) *Snapshot {
 		}
 		h.Write(o.sum[:])
 	}
-	h.Write([]byte(meshDigest))
+	h.Write([]byte(digest))
 	return &Snapshot{Objects: objs, Mesh: mesh, Version: hex.EncodeToString(h.Sum(nil)[:12]), defaultMesh: defaulted}
 }
 
@@ -287,6 +286,13 @@ func NewSnapshot(objs []*Object, mesh *meshv1alpha1.MeshConfig) *Snapshot {
 // performance.md). TestDefaultMeshDigest fails, with the value to put here, when the
 // defaults change.
 const defaultMeshDigest = "5c0db3681a7cc2ba3af93dea9aad6efb7062725dc2b0188b6c2a29bb52dcef6b"
+
+// meshDigest is the hex SHA-256 of mesh deterministically marshalled.
+func meshDigest(mesh *meshv1alpha1.MeshConfig) string {
+	mb, _ := proto.MarshalOptions{Deterministic: true}.Marshal(mesh)
+	sum := sha256.Sum256(mb)
+	return hex.EncodeToString(sum[:])
+}
 
 func objectHash(o *Object) [32]byte {
 	var b bytes.Buffer

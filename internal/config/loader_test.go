@@ -2,8 +2,6 @@ package config
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -428,12 +425,7 @@ spec: {mtls: {mode: STRICT}}
 // digest of the defaults, so a snapshot built without a mesh config and one built with
 // the defaults given explicitly get the same version.
 func TestDefaultMeshDigest(t *testing.T) {
-	mb, err := proto.MarshalOptions{Deterministic: true}.Marshal(DefaultMeshConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(mb)
-	if got := hex.EncodeToString(sum[:]); got != defaultMeshDigest {
+	if got := meshDigest(DefaultMeshConfig()); got != defaultMeshDigest {
 		t.Fatalf("DefaultMeshConfig changed: set defaultMeshDigest in loader.go to %q", got)
 	}
 	objs := func() []*Object {

@@ -944,9 +944,9 @@ var errBodyLength = errors.New("HTTP/2 body length differs from content-length")
 func (mc *muxConn) writeH1Body(bw *bufio.Writer, s *muxStream, chunked bool, length int64) (int64, error) {
 	var total int64
 	for {
-		// The stream's bytes are copied straight into bw's free space (bufio writes its
-		// own AvailableBuffer without another copy); a chunk also needs room for its
-		// size line and CRLF around the data.
+		// The stream's bytes are copied straight into bw's free space
+		// (AvailableBuffer; bufio's Write of it copies in place), not through a buffer
+		// of our own; a chunk also needs room for its size line and CRLF around it.
 		if bw.Available() < chunkOverhead+64 && bw.Buffered() > 0 {
 			if err := bw.Flush(); err != nil {
 				return total, err
