@@ -141,28 +141,25 @@ tree_ticks() {
   echo $sum
 }
 
-# Peak RSS (VmHWM, KiB) of a process tree, summed over its processes.
-tree_hwm_kib() {
+# tree_sum_kib PID FILE PROGRAM: the number (KiB) the awk PROGRAM prints for
+# /proc/P/FILE, summed over the processes P of PID's tree.
+tree_sum_kib() {
   local sum=0 p v
   for p in $(tree_pids "$1"); do
-    v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || echo 0)
     sum=$((sum + ${v:-0}))
   done
   echo $sum
 }
 
-# Private memory (USS: Private_Clean + Private_Dirty, KiB) of a process tree: what the
+# Peak RSS (VmHWM) of a process tree.
+tree_hwm_kib() { tree_sum_kib "$1" status '/^VmHWM:/ {print $2}'; }
+
+# Private memory (USS: Private_Clean + Private_Dirty) of a process tree: what the
 # proxy's processes hold that no other process shares. Peak RSS also counts the pages of
 # the executable and shared libraries, which every process mapping them shares (all the
 # sidecars of a node run one binary).
-tree_uss_kib() {
-  local sum=0 p v
-  for p in $(tree_pids "$1"); do
-    v=$(awk '/^Private_(Clean|Dirty):/ {u += $2} END {print u + 0}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
-    sum=$((sum + ${v:-0}))
-  done
-  echo $sum
-}
+tree_uss_kib() { tree_sum_kib "$1" smaps_rollup '/^Private_(Clean|Dirty):/ {u += $2} END {print u + 0}'; }
 
 # sample_uss OUT CLIENT_PID SERVER_PID: until killed, samples both trees' private memory
 # every 0.25 s and keeps the largest of each in OUT ("client server", KiB).

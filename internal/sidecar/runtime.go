@@ -10,8 +10,8 @@ import (
 
 // Go runtime defaults for a sidecar process. Under load the heap goal sets most of a
 // sidecar's anonymous memory: with 400 the soft limit capped it at about twice the
-// live heap (anonymous memory ~9.9 MB under bench/proxy.sh's load), with 50 it is 1.5
-// times the live heap (anonymous memory ~7.3 MB), about 1.5-2 MB less peak RSS. That used to cost
+// live heap (anonymous memory ~9.9 MB under bench/proxy.sh's load); with 50 it is 1.5
+// times the live heap (~7.3 MB), about 1.5-2 MB less peak RSS. That used to cost
 // throughput; since the multiplexed path allocates 4 times per request
 // (TestMuxRequestAllocs) the collector runs 16 times in 6 s of maximum throughput on
 // the server sidecar at 50, about 0.4% of a core (gctrace), against 8 times at 400
