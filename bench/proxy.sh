@@ -6,12 +6,14 @@
 #   nginx      fortio → nginx → (mTLS, upstream keep-alive) → nginx → echo
 #
 # all on 127.0.0.1, HTTP/1.1 keep-alive, 1 KiB responses (fortio's echo server).
-# Figures, each the median of BENCH_REPS repetitions: latency p50/p99 at 1,000 req/s
-# over 16 connections; CPU seconds per 1,000 requests per proxy (utime+stime of the
-# proxy's process tree from /proc); each proxy's peak RSS (VmHWM) and, sampled every
-# 0.25 s under load, its peak private memory (USS, not shared with other processes); maximum throughput
-# (-qps 0 -c 32); new-connection latency (-keepalive=false). Every figure is also given
-# as a meshguard/nginx ratio. Output: a table on stdout and a JSON file (BENCH_OUT).
+# Figures, each the median of BENCH_REPS repetitions, the paths interleaved (see
+# "measuring"): latency p50/p99 at 1,000 req/s over 16 connections; CPU seconds per
+# 1,000 requests per proxy (utime+stime of the proxy's process tree from /proc); each
+# proxy's peak RSS (VmHWM) and, sampled every 0.25 s under load, its peak private memory
+# (USS, not shared with other processes), both in MiB; maximum throughput (-qps 0 -c 32);
+# new-connection latency (-keepalive=false). Every figure is also given as a
+# meshguard/nginx ratio, and CPU and throughput as the ratio within each repetition.
+# Output: a table on stdout and a JSON file (BENCH_OUT).
 #
 # The load generator and the client-side proxy are pinned to CPU 0, the server-side
 # proxy and the echo backend to CPU 1 (taskset), so the two proxies never share a core.
@@ -116,17 +118,21 @@ for port in $ECHO_PORT $NGINX_CLIENT_PORT $NGINX_SERVER_PORT $MG_CLIENT_PORT $MG
   fi
 done
 
-# descendants PID: PID and every descendant, from /proc.
+# tree_pids PID: PID and every descendant, from /proc, in one awk (the samplers below
+# call it while the proxies are measured, so it must cost next to nothing). cat, because
+# a process may exit between the glob and the read, and mawk stops at a missing file.
 tree_pids() {
-  local all=" $1 " changed=1 pid ppid
-  while [ $changed -eq 1 ]; do
-    changed=0
-    for stat in /proc/[0-9]*/stat; do
-      read -r pid ppid < <(sed -E 's/^([0-9]+) \(.*\) [A-Za-z] ([0-9]+) .*/\1 \2/' "$stat" 2>/dev/null) || continue
-      if [[ $all == *" $ppid "* && $all != *" $pid "* ]]; then all+="$pid "; changed=1; fi
-    done
-  done
-  echo $all
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+    { s = $0; sub(/.*\) /, "", s); split(s, f, " "); parent[$1] = f[2] }
+    END {
+      tree[root] = 1
+      for (grew = 1; grew;) {
+        grew = 0
+        for (p in parent) if (!(p in tree) && (parent[p] in tree)) { tree[p] = 1; grew = 1 }
+      }
+      for (p in tree) printf "%s ", p
+      print ""
+    }'
 }
 
 # CPU clock ticks (utime+stime) of a process tree.
@@ -143,9 +149,11 @@ tree_ticks() {
 
 # tree_sum_kib PID FILE PROGRAM: the number (KiB) the awk PROGRAM prints for
 # /proc/P/FILE, summed over the processes P of PID's tree.
+# PID may also be a list of PIDs already expanded ("tree:P1 P2 ...").
 tree_sum_kib() {
-  local sum=0 p v
-  for p in $(tree_pids "$1"); do
+  local sum=0 p v pids
+  if [[ $1 == tree:* ]]; then pids=${1#tree:}; else pids=$(tree_pids "$1"); fi
+  for p in $pids; do
     v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || echo 0)
     sum=$((sum + ${v:-0}))
   done
@@ -163,10 +171,12 @@ tree_uss_kib() { tree_sum_kib "$1" smaps_rollup '/^Private_(Clean|Dirty):/ {u +=
 
 # sample_uss OUT CLIENT_PID SERVER_PID: until killed, samples both trees' private memory
 # every 0.25 s and keeps the largest of each in OUT ("client server", KiB).
+# The trees are listed once: a proxy's processes do not change while it is measured.
 sample_uss() {
-  local out=$1 cpid=$2 spid=$3 cmax=0 smax=0 c s
+  local out=$1 ctree stree cmax=0 smax=0 c s
+  ctree="tree:$(tree_pids "$2")" stree="tree:$(tree_pids "$3")"
   while :; do
-    c=$(tree_uss_kib "$cpid") s=$(tree_uss_kib "$spid")
+    c=$(tree_uss_kib "$ctree") s=$(tree_uss_kib "$stree")
     ((c > cmax)) && cmax=$c
     ((s > smax)) && smax=$s
     echo "$cmax $smax" >"$out"
@@ -362,49 +372,74 @@ start_meshguard || log "meshguard path: $MG_STATUS"
 # ---------------------------------------------------------------- measuring
 CLK_TCK=$(getconf CLK_TCK)
 
-# run_path NAME PORT CLIENT_PID SERVER_PID: REPS repetitions of the three load runs,
-# writing fortio's JSON and the proxies' CPU ticks under $WORK/results/NAME/REP.
-run_path() {
-  local name=$1 port=$2 cpid=$3 spid=$4 rep dir c0 s0 c1 s1 sampler=""
-  local url="http://127.0.0.1:$port$URL_PATH"
+# The paths are measured in rounds: each repetition runs every path once, and the order
+# of nginx and meshguard alternates between repetitions. This machine's speed drifts
+# over minutes (other tenants); measuring all of one path before the other would put
+# that drift into the ratios. Each repetition's meshguard/nginx ratio is reported too.
+#
+# begin_path NAME PORT CLIENT_PID SERVER_PID: starts the path's private-memory sampler
+# and warms it up (connections, TLS sessions, pools, Go heap).
+declare -A SAMPLER=()
+begin_path() {
+  local name=$1 port=$2 cpid=$3 spid=$4
   mkdir -p "$WORK/results/$name"
   if [ -n "$cpid" ]; then
     sample_uss "$WORK/results/$name/uss_kib" "$cpid" "$spid" &
-    sampler=$!
+    SAMPLER[$name]=$!
   fi
-  # Warm-up: connections, TLS sessions, pools, Go heap.
-  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t 2s "$url" >/dev/null 2>&1 || true
-  for ((rep = 1; rep <= REPS; rep++)); do
-    dir="$WORK/results/$name/$rep"
-    mkdir -p "$dir"
-    log "$name: repetition $rep/$REPS"
-    c0=0 s0=0
-    [ -n "$cpid" ] && c0=$(tree_ticks "$cpid")
-    [ -n "$spid" ] && s0=$(tree_ticks "$spid")
-    "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t "$DUR" -uniform -p 50,99 -json "$dir/fixed.json" "$url" >"$dir/fixed.log" 2>&1
-    c1=0 s1=0
-    [ -n "$cpid" ] && c1=$(tree_ticks "$cpid")
-    [ -n "$spid" ] && s1=$(tree_ticks "$spid")
-    echo "$((c1 - c0)) $((s1 - s0))" >"$dir/cpu_ticks"
-    "${PIN_A[@]}" "$FORTIO" load -quiet -qps 0 -c 32 -t "$DUR" -p 50,99 -json "$dir/max.json" "$url" >"$dir/max.log" 2>&1
-    "${PIN_A[@]}" "$FORTIO" load -quiet -qps "$NEWCONN_QPS" -c 16 -t "$DUR" -uniform -keepalive=false -p 50,99 \
-      -json "$dir/newconn.json" "$url" >"$dir/newconn.log" 2>&1
-  done
-  local ch=0 sh=0
+  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t 2s "http://127.0.0.1:$port$URL_PATH" >/dev/null 2>&1 || true
+}
+
+# run_rep NAME PORT CLIENT_PID SERVER_PID REP: one repetition of the three load runs,
+# writing fortio's JSON and the proxies' CPU ticks under $WORK/results/NAME/REP.
+run_rep() {
+  local name=$1 port=$2 cpid=$3 spid=$4 rep=$5 dir c0=0 s0=0 c1=0 s1=0
+  local url="http://127.0.0.1:$port$URL_PATH"
+  dir="$WORK/results/$name/$rep"
+  mkdir -p "$dir"
+  log "$name: repetition $rep/$REPS"
+  [ -n "$cpid" ] && c0=$(tree_ticks "$cpid")
+  [ -n "$spid" ] && s0=$(tree_ticks "$spid")
+  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t "$DUR" -uniform -p 50,99 -json "$dir/fixed.json" "$url" >"$dir/fixed.log" 2>&1
+  [ -n "$cpid" ] && c1=$(tree_ticks "$cpid")
+  [ -n "$spid" ] && s1=$(tree_ticks "$spid")
+  echo "$((c1 - c0)) $((s1 - s0))" >"$dir/cpu_ticks"
+  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 0 -c 32 -t "$DUR" -p 50,99 -json "$dir/max.json" "$url" >"$dir/max.log" 2>&1
+  "${PIN_A[@]}" "$FORTIO" load -quiet -qps "$NEWCONN_QPS" -c 16 -t "$DUR" -uniform -keepalive=false -p 50,99 \
+    -json "$dir/newconn.json" "$url" >"$dir/newconn.log" 2>&1
+}
+
+# end_path NAME CLIENT_PID SERVER_PID: records the proxies' peak RSS and stops the
+# sampler.
+end_path() {
+  local name=$1 cpid=$2 spid=$3 ch=0 sh=0
   [ -n "$cpid" ] && ch=$(tree_hwm_kib "$cpid")
   [ -n "$spid" ] && sh=$(tree_hwm_kib "$spid")
   echo "$ch $sh" >"$WORK/results/$name/hwm_kib"
-  if [ -n "$sampler" ]; then
-    kill "$sampler" 2>/dev/null || true
-    wait "$sampler" 2>/dev/null || true
+  if [ -n "${SAMPLER[$name]:-}" ]; then
+    kill "${SAMPLER[$name]}" 2>/dev/null || true
+    wait "${SAMPLER[$name]}" 2>/dev/null || true
   fi
 }
 
-run_path direct "$ECHO_PORT" "" ""
-run_path nginx "$NGINX_CLIENT_PORT" "$NGINX_CLIENT_PID" "$NGINX_SERVER_PID"
+# NAME PORT CLIENT_PID SERVER_PID per path, in the order of odd repetitions.
+PATHS=("direct $ECHO_PORT - -" "nginx $NGINX_CLIENT_PORT $NGINX_CLIENT_PID $NGINX_SERVER_PID")
 if [ -n "$MG_CLIENT_PID" ]; then
-  run_path meshguard "$MG_CLIENT_PORT" "$MG_CLIENT_PID" "$MG_SERVER_PID"
+  PATHS+=("meshguard $MG_CLIENT_PORT $MG_CLIENT_PID $MG_SERVER_PID")
 fi
+pathargs() { # "-" stands for "no process" (the direct path)
+  local a=($1)
+  [ "${a[2]}" = - ] && a[2]=""
+  [ "${a[3]}" = - ] && a[3]=""
+  ARGS=("${a[@]}")
+}
+for p in "${PATHS[@]}"; do pathargs "$p"; begin_path "${ARGS[@]}"; done
+for ((rep = 1; rep <= REPS; rep++)); do
+  order=("${PATHS[@]}")
+  if ((rep % 2 == 0 && ${#PATHS[@]} == 3)); then order=("${PATHS[0]}" "${PATHS[2]}" "${PATHS[1]}"); fi
+  for p in "${order[@]}"; do pathargs "$p"; run_rep "${ARGS[@]}" "$rep"; done
+done
+for p in "${PATHS[@]}"; do pathargs "$p"; end_path "${ARGS[0]}" "${ARGS[2]}" "${ARGS[3]}"; done
 
 # ---------------------------------------------------------------- report
 mkdir -p "$(dirname "$OUT")"
@@ -433,7 +468,7 @@ for name in ("direct", "nginx", "meshguard"):
     if not os.path.isdir(pdir):
         continue
     runs = []
-    for rep in sorted(os.listdir(pdir)):
+    for rep in sorted(os.listdir(pdir), key=lambda r: (len(r), r)):
         rdir = os.path.join(pdir, rep)
         if not os.path.isdir(rdir):
             continue
@@ -443,6 +478,7 @@ for name in ("direct", "nginx", "meshguard"):
         ct, st = (int(x) for x in open(os.path.join(rdir, "cpu_ticks")).read().split())
         n = fixed["DurationHistogram"]["Count"]
         runs.append({
+            "rep": int(rep),
             "p50_ms": pct(fixed, 50), "p99_ms": pct(fixed, 99),
             "qps_at_fixed": fixed["ActualQPS"], "requests": n,
             "errors": non200(fixed) + non200(mx) + non200(nc),
@@ -454,17 +490,19 @@ for name in ("direct", "nginx", "meshguard"):
     hc, hs = (int(x) for x in open(os.path.join(pdir, "hwm_kib")).read().split())
     med = {}
     for k in runs[0]:
+        if k == "rep":
+            continue
         vals = [r[k] for r in runs if r[k] is not None]
         med[k] = statistics.median(vals) if vals else None
     med["errors"] = sum(r["errors"] for r in runs)
     if name != "direct":
-        med["rss_mb_client"] = hc / 1024.0
-        med["rss_mb_server"] = hs / 1024.0
+        med["rss_mib_client"] = hc / 1024.0
+        med["rss_mib_server"] = hs / 1024.0
         upath = os.path.join(pdir, "uss_kib")
         if os.path.exists(upath):
             uc, us = (int(x) for x in open(upath).read().split())
-            med["uss_mb_client"] = uc / 1024.0
-            med["uss_mb_server"] = us / 1024.0
+            med["uss_mib_client"] = uc / 1024.0
+            med["uss_mib_server"] = us / 1024.0
     paths[name] = {"median": med, "runs": runs}
 
 direct = paths.get("direct", {}).get("median", {})
@@ -482,10 +520,10 @@ metrics = [
     ("added_p99_ms", "added p99 vs direct (ms)"),
     ("cpu_s_per_1k_client", "CPU s per 1000 req, client proxy"),
     ("cpu_s_per_1k_server", "CPU s per 1000 req, server proxy"),
-    ("rss_mb_client", "peak RSS client proxy (MB)"),
-    ("rss_mb_server", "peak RSS server proxy (MB)"),
-    ("uss_mb_client", "peak private (USS) client proxy (MB)"),
-    ("uss_mb_server", "peak private (USS) server proxy (MB)"),
+    ("rss_mib_client", "peak RSS client proxy (MiB)"),
+    ("rss_mib_server", "peak RSS server proxy (MiB)"),
+    ("uss_mib_client", "peak private (USS) client proxy (MiB)"),
+    ("uss_mib_server", "peak private (USS) server proxy (MiB)"),
     ("max_qps", "max throughput, -qps 0 -c 32 (req/s)"),
     ("newconn_p50_ms", "new-connection p50, keepalive off (ms)"),
     ("newconn_p99_ms", "new-connection p99, keepalive off (ms)"),
@@ -496,6 +534,21 @@ if "meshguard" in paths and "nginx" in paths:
     for k, _ in metrics:
         a, b = paths["meshguard"]["median"].get(k), paths["nginx"]["median"].get(k)
         ratios[k] = (a / b) if (a is not None and b not in (None, 0)) else None
+
+# Paired ratios: meshguard/nginx within each repetition (the two ran minutes apart at
+# most), for the figures a run-to-run drift of the machine moves most.
+paired_keys = [("cpu_s_per_1k_client", "CPU per 1000 req, client proxy"),
+               ("cpu_s_per_1k_server", "CPU per 1000 req, server proxy"),
+               ("max_qps", "max throughput")]
+paired = {}
+if "meshguard" in paths and "nginx" in paths:
+    byrep = {r["rep"]: r for r in paths["nginx"]["runs"]}
+    for k, _ in paired_keys:
+        vals = [m[k] / byrep[m["rep"]][k] for m in paths["meshguard"]["runs"]
+                if m["rep"] in byrep and m[k] is not None and byrep[m["rep"]][k]]
+        if vals:
+            paired[k] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals),
+                         "at_most_1": sum(v <= 1 for v in vals), "per_repetition": vals}
 
 def fmt(v):
     if v is None:
@@ -513,6 +566,13 @@ for k, label in metrics:
     print(f"{label:42} {fmt(row[0]):>10} {fmt(row[1]):>10} {fmt(row[2]):>16} {fmt(ratios.get(k)):>9}")
 if "meshguard" not in paths:
     print(f"meshguard path: {mg_status}")
+if paired:
+    print(f"meshguard/nginx per repetition (median, min-max, repetitions at or below 1 of {reps}):")
+    for k, label in paired_keys:
+        if k in paired:
+            q = paired[k]
+            print(f"  {label:40} {q['median']:.3f}  {q['min']:.3f}-{q['max']:.3f}  {q['at_most_1']}/{len(q['per_repetition'])}")
+print("RSS and USS in MiB (1 MiB = 1.048576 MB). Repetitions interleave the paths; nginx and meshguard swap order each repetition.")
 print("CPU per 1000 req at 1000 req/s equals the proxy's vCPU fraction at that rate.")
 
 report = {
@@ -523,6 +583,7 @@ report = {
     "paths": paths,
     "meshguard_status": "measured" if "meshguard" in paths else mg_status,
     "ratio_meshguard_over_nginx": ratios,
+    "paired_ratio_meshguard_over_nginx": paired,
 }
 with open(out, "w") as f:
     json.dump(report, f, indent=2)
