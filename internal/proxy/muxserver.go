@@ -275,7 +275,7 @@ func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, 
 	if a, ok := up.c.RemoteAddr().(*net.TCPAddr); ok {
 		rec.Upstream = a.AddrPort()
 	}
-	code, reusable := p.muxToApp(mc, s, mx, up, cs.xfccHeader, rec)
+	code, up, reusable := p.muxToApp(ctx, mc, s, mx, up, cs.xfccHeader, rec)
 	if reusable {
 		up.pool.put(up)
 	} else {
@@ -285,10 +285,40 @@ func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, 
 }
 
 // muxToApp sends the request to the app over HTTP/1.1 and its response back on the
-// stream. reusable reports whether the app connection is clean for another request.
-func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, mx *muxExchange, up *upConn, xfcc string, rec *Record) (http2.ErrCode, bool) {
+// stream. It returns the app connection it ended on (a retry replaces up) and whether
+// that connection is clean for another request.
+func (p *Proxy) muxToApp(ctx context.Context, mc *muxConn, s *muxStream, mx *muxExchange, up *upConn, xfcc string, rec *Record) (http2.ErrCode, *upConn, bool) {
+	hasBody := mx.req.contentLength > 0 || mx.req.chunked
+	for attempt := 0; ; attempt++ {
+		err := p.muxRequestToApp(mc, s, mx, up, xfcc, rec, hasBody)
+		if err == nil {
+			break
+		}
+		// A pooled connection the app closed while idle (apps time keep-alive
+		// connections out): retry once on a fresh one when nothing of the request body
+		// was consumed, as the HTTP/1.1 path does.
+		if attempt == 0 && up.reused && !hasBody && !mc.isErr(s) {
+			up.discard()
+			var fresh *upConn
+			if fresh, err = up.pool.fresh(ctx); err == nil {
+				up = fresh
+				continue
+			}
+		}
+		p.log.Debug("upstream request failed", "direction", "inbound", "err", err)
+		rec.Status, rec.Flags = 503, "URX"
+		if mc.isErr(s) {
+			return http2.ErrCodeCancel, up, false
+		}
+		return mc.simpleResponse(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"), up, false
+	}
+	code, reusable := p.muxResponseFromApp(mc, s, mx, up, rec)
+	return code, up, reusable
+}
+
+// muxRequestToApp writes the stream's request to the app and reads the response head.
+func (p *Proxy) muxRequestToApp(mc *muxConn, s *muxStream, mx *muxExchange, up *upConn, xfcc string, rec *Record, hasBody bool) error {
 	req, resp := &mx.req, &mx.resp
-	hasBody := req.contentLength > 0 || req.chunked
 	extra := xfcc
 	if req.chunked {
 		extra += "transfer-encoding: chunked\r\n"
@@ -300,23 +330,28 @@ func (p *Proxy) muxToApp(mc *muxConn, s *muxStream, mx *muxExchange, up *upConn,
 	} else {
 		err = up.bw.Flush()
 	}
-	if err == nil {
-		err = readHead(up.br, resp, false)
-		for err == nil && resp.status < 200 && resp.status != 101 {
-			err = readHead(up.br, resp, false) // interim: Expect was not forwarded
-		}
-		if err == nil && resp.status == 101 {
-			err = errors.New("the app switched protocols on a request that did not ask to")
-		}
-	}
 	if err != nil {
-		p.log.Debug("upstream request failed", "direction", "inbound", "err", err)
-		rec.Status, rec.Flags = 503, "URX"
-		if mc.isErr(s) {
-			return http2.ErrCodeCancel, false
-		}
-		return mc.simpleResponse(s, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"), false
+		return err
 	}
+	if err = readHead(up.br, resp, false); err != nil {
+		return err
+	}
+	for resp.status < 200 && resp.status != 101 {
+		if err = readHead(up.br, resp, false); err != nil { // interim: Expect was not forwarded
+			return err
+		}
+	}
+	if resp.status == 101 {
+		return errors.New("the app switched protocols on a request that did not ask to")
+	}
+	return nil
+}
+
+// muxResponseFromApp sends the app's response (its head already read) back on the
+// stream. reusable reports whether the app connection is clean for another request.
+func (p *Proxy) muxResponseFromApp(mc *muxConn, s *muxStream, mx *muxExchange, up *upConn, rec *Record) (http2.ErrCode, bool) {
+	req, resp := &mx.req, &mx.resp
+	var err error
 	rec.Status = resp.status
 	noBody := !resp.responseHasBody(req.method()) || resp.contentLength == 0
 	fields := append(mx.fields[:0], hpack.HeaderField{Name: ":status", Value: statusString(resp.status)})

@@ -70,23 +70,39 @@ type connPool struct {
 	closed bool
 }
 
+// idleProbeAfter: a connection idle for longer is probed before reuse. Servers close
+// keep-alive connections they find idle (Go's and Node's after seconds, nginx's after
+// 75 s); a request written to one fails, and one with a body cannot be retried. Under
+// load connections come back within milliseconds and are not probed, so the probe's
+// system call is only paid at low request rates.
+const idleProbeAfter = 250 * time.Millisecond
+
 func (cp *connPool) get(ctx context.Context) (*upConn, error) {
 	now := cp.now()
-	cp.mu.Lock()
-	for n := len(cp.idle); n > 0; n = len(cp.idle) {
+	for {
+		cp.mu.Lock()
+		n := len(cp.idle)
+		if n == 0 {
+			cp.mu.Unlock()
+			return cp.fresh(ctx)
+		}
 		u := cp.idle[n-1]
 		cp.idle = cp.idle[:n-1]
-		if now.Sub(u.idle) < cp.idleTimeout {
-			cp.mu.Unlock()
+		cp.mu.Unlock()
+		age := now.Sub(u.idle)
+		if age < cp.idleTimeout && (age < idleProbeAfter || !u.readable()) {
 			u.reused = true
 			return u, nil
 		}
-		cp.mu.Unlock()
 		u.discard()
-		cp.mu.Lock()
 	}
-	cp.mu.Unlock()
-	return cp.fresh(ctx)
+}
+
+// readable reports whether an idle connection has something to read: the server's
+// close, a reset, or bytes it sent unasked (a 408, a TLS alert). Any of them means the
+// connection cannot carry another request.
+func (u *upConn) readable() bool {
+	return u.br.Buffered() > 0 || idleConnReadable(u.c)
 }
 
 func (cp *connPool) fresh(ctx context.Context) (*upConn, error) {

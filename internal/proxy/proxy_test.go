@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -403,4 +405,69 @@ func TestInboundPeerAuthentication(t *testing.T) {
 // pooled HTTP/2 client and server connections) outlive the sidecars' shutdown.
 func checkNoLeaks(t *testing.T) {
 	meshtest.CheckNoLeaks(t, "internal/proxy.", "http2.(*ClientConn)", "http2.(*serverConn)")
+}
+
+// TestAppClosesIdleConnections: apps time out idle keep-alive connections (Go's
+// http.Server IdleTimeout here). The server sidecar must not answer 503 for a request
+// that meets such a connection in its pool: it probes a connection idle for longer than
+// idleProbeAfter (250 ms) before reusing it, and retries a request without a body on a
+// fresh connection when a reused one turns out closed.
+func TestAppClosesIdleConnections(t *testing.T) {
+	for _, h2up := range []bool{false, true} {
+		name := "pooled HTTP/1.1 between sidecars"
+		if h2up {
+			name = "HTTP/1.1 multiplexed over HTTP/2 between sidecars"
+		}
+		t.Run(name, func(t *testing.T) {
+			checkNoLeaks(t)
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var conns atomic.Int32
+			srv := &http.Server{
+				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					b, _ := io.ReadAll(r.Body)
+					fmt.Fprintf(w, "%s %d", r.Method, len(b))
+				}),
+				IdleTimeout: 50 * time.Millisecond,
+				ConnState: func(_ net.Conn, s http.ConnState) {
+					if s == http.StateNew {
+						conns.Add(1)
+					}
+				},
+			}
+			go srv.Serve(l) //nolint:errcheck // ends with Close
+			t.Cleanup(func() { srv.Close() })
+			pr := startPair(t, pairOptions{app: l.Addr().(*net.TCPAddr).AddrPort(), serverPolicy: proxy.Policy{PeerAuthn: strict()}, pooledH1: !h2up})
+			c := httpClient()
+			for i, tc := range []struct {
+				pause              time.Duration // before the request: the app times out after 50 ms
+				method, body, want string
+			}{
+				{0, http.MethodGet, "", "GET 0"},
+				{150 * time.Millisecond, http.MethodGet, "", "GET 0"},                             // not probed: the retry
+				{400 * time.Millisecond, http.MethodGet, "", "GET 0"},                             // probed
+				{400 * time.Millisecond, http.MethodPost, strings.Repeat("x", 3000), "POST 3000"}, // probed; a retry could not replay the body
+			} {
+				time.Sleep(tc.pause)
+				req, err := http.NewRequest(tc.method, pr.outbound+"/", strings.NewReader(tc.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("request %d: %v", i+1, err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != tc.want {
+					t.Errorf("request %d (%s, %v after the last) = %d %q, want 200 %q", i+1, tc.method, tc.pause, resp.StatusCode, b, tc.want)
+				}
+			}
+			if n := conns.Load(); n != 4 {
+				t.Errorf("the app accepted %d connections, want 4 (one per request, each earlier one timed out idle)", n)
+			}
+		})
+	}
 }

@@ -141,3 +141,34 @@ func (c *sysConn) opError(op string, err error) error {
 
 // tcpConn returns the *net.TCPConn under c, if any.
 func (c *sysConn) tcpConn() *net.TCPConn { return c.TCPConn }
+
+// idleConnReadable reports whether an idle connection has anything to read: its peer's
+// close (EOF), a reset, or data. A non-blocking MSG_PEEK looks without consuming. A TLS
+// connection is looked at underneath: a close_notify alert is data.
+func idleConnReadable(c net.Conn) bool {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true // closed
+	}
+	readable := false
+	var b [1]byte
+	err = rc.Control(func(fd uintptr) {
+		for {
+			n, _, e := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if e == syscall.EINTR {
+				continue
+			}
+			// n == 0 without an error is the peer's FIN.
+			readable = e != syscall.EAGAIN || n > 0
+			return
+		}
+	})
+	return readable || err != nil
+}
