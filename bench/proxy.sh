@@ -98,7 +98,7 @@ else
   log "building meshguard"
   MG="$WORK/meshguard"
   # Static, as a sidecar image would ship it: no libc to map.
-  (cd "$ROOT" && CGO_ENABLED=0 go build -o "$MG" ./cmd/meshguard)
+  (cd "$ROOT" && CGO_ENABLED=0 go build -tags grpcnotrace -o "$MG" ./cmd/meshguard) # as the Makefile builds it
 fi
 
 # ---------------------------------------------------------------- helpers
@@ -386,6 +386,7 @@ begin_path() {
   if [ -n "$cpid" ]; then
     sample_uss "$WORK/results/$name/uss_kib" "$cpid" "$spid" &
     SAMPLER[$name]=$!
+    PIDS+=($!)
   fi
   "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t 2s "http://127.0.0.1:$port$URL_PATH" >/dev/null 2>&1 || true
 }
@@ -400,13 +401,16 @@ run_rep() {
   log "$name: repetition $rep/$REPS"
   [ -n "$cpid" ] && c0=$(tree_ticks "$cpid")
   [ -n "$spid" ] && s0=$(tree_ticks "$spid")
-  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t "$DUR" -uniform -p 50,99 -json "$dir/fixed.json" "$url" >"$dir/fixed.log" 2>&1
+  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t "$DUR" -uniform -p 50,99 -json "$dir/fixed.json" "$url" >"$dir/fixed.log" 2>&1 ||
+    die "$name, repetition $rep: fortio at 1000 req/s failed: $(tail -5 "$dir/fixed.log")"
   [ -n "$cpid" ] && c1=$(tree_ticks "$cpid")
   [ -n "$spid" ] && s1=$(tree_ticks "$spid")
   echo "$((c1 - c0)) $((s1 - s0))" >"$dir/cpu_ticks"
-  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 0 -c 32 -t "$DUR" -p 50,99 -json "$dir/max.json" "$url" >"$dir/max.log" 2>&1
+  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 0 -c 32 -t "$DUR" -p 50,99 -json "$dir/max.json" "$url" >"$dir/max.log" 2>&1 ||
+    die "$name, repetition $rep: fortio at maximum throughput failed: $(tail -5 "$dir/max.log")"
   "${PIN_A[@]}" "$FORTIO" load -quiet -qps "$NEWCONN_QPS" -c 16 -t "$DUR" -uniform -keepalive=false -p 50,99 \
-    -json "$dir/newconn.json" "$url" >"$dir/newconn.log" 2>&1
+    -json "$dir/newconn.json" "$url" >"$dir/newconn.log" 2>&1 ||
+    die "$name, repetition $rep: fortio without keep-alive failed: $(tail -5 "$dir/newconn.log")"
 }
 
 # end_path NAME CLIENT_PID SERVER_PID: records the proxies' peak RSS and stops the
