@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -122,6 +123,64 @@ func TestMuxHeaderBlockLimits(t *testing.T) {
 			if read := len(wire) - r.Len() - mc.br.Buffered(); read > 3*maxHeadBytes {
 				t.Errorf("read %d of %d bytes before giving up; want at most %d", read, len(wire), 3*maxHeadBytes)
 			}
+		})
+	}
+}
+
+// TestMuxWaitStream: idle stream workers beyond muxIdleWorkers exit after lingering,
+// the first muxIdleWorkers stay for good, and every way out leaves the idle count right.
+func TestMuxWaitStream(t *testing.T) {
+	const linger = 20 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		idle     int           // idle workers counting this one
+		send     bool          // the reader hands it a stream after 3 lingers
+		close    bool          // the connection ends after 3 lingers
+		wantS    bool          // waitStream returns the stream
+		wantIdle int           // mc.idleWorkers afterwards
+		minWait  time.Duration // waitStream returns no sooner
+	}{
+		{name: "a surplus worker exits after lingering", idle: muxIdleWorkers + 1, wantIdle: muxIdleWorkers, minWait: linger},
+		{name: "a kept worker waits past the linger for a stream", idle: muxIdleWorkers, send: true, wantS: true, wantIdle: muxIdleWorkers - 1, minWait: 3 * linger},
+		{name: "a kept worker exits when the connection ends", idle: muxIdleWorkers, close: true, wantIdle: muxIdleWorkers - 1, minWait: 3 * linger},
+		{name: "a surplus worker takes a stream in time", idle: muxMaxIdleWorkers, send: true, wantS: true, wantIdle: muxMaxIdleWorkers - 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := &muxConn{work: make(chan *muxStream), done: make(chan struct{}), idleWorkers: tc.idle}
+			want := &muxStream{id: 7}
+			lingerFor := linger
+			if tc.send && tc.idle > muxIdleWorkers {
+				lingerFor = time.Minute // the stream comes first
+			}
+			go func() {
+				if tc.send || tc.close {
+					time.Sleep(3 * linger)
+				}
+				switch {
+				case tc.send:
+					mc.work <- want
+				case tc.close:
+					close(mc.done)
+				}
+			}()
+			var timer *time.Timer
+			start := time.Now()
+			got := mc.waitStream(&timer, lingerFor)
+			waited := time.Since(start)
+			if (got == want) != tc.wantS || (got != nil && got != want) {
+				t.Errorf("waitStream = %v, want the stream: %v", got, tc.wantS)
+			}
+			if mc.idleWorkers != tc.wantIdle {
+				t.Errorf("idle workers afterwards = %d, want %d", mc.idleWorkers, tc.wantIdle)
+			}
+			if waited < tc.minWait {
+				t.Errorf("waitStream returned after %v, want at least %v", waited, tc.minWait)
+			}
+			// The timer is the worker's own, reused by its next wait.
+			if timer == nil {
+				t.Fatal("no timer kept for the next wait")
+			}
+			timer.Stop()
 		})
 	}
 }

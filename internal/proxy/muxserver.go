@@ -165,12 +165,27 @@ func (p *Proxy) onRequestHeaders(ctx context.Context, cs *connState, mc *muxConn
 	return nil
 }
 
-// muxIdleWorkers is how many workers a connection keeps waiting for streams.
-const muxIdleWorkers = 4
+// Idle workers of a connection: up to muxIdleWorkers wait for streams for as long as
+// the connection lasts; more, up to muxMaxIdleWorkers, wait muxWorkerLinger before they
+// exit. A client sidecar's requests arrive in bursts as wide as its concurrency (32 in
+// bench/proxy.sh); when only 4 workers stayed, every burst started most of its
+// workers anew, and at maximum throughput 6 requests in 10 paid for a goroutine and
+// for growing its stack.
+const (
+	muxIdleWorkers    = 4
+	muxMaxIdleWorkers = 64
+	muxWorkerLinger   = 2 * time.Second
+)
 
-// muxWorker serves s, then further streams of mc, until the connection ends or
-// enough other workers are idle.
+// muxWorker serves s, then further streams of mc, until the connection ends or the
+// worker is not needed any more (waitStream).
 func (p *Proxy) muxWorker(ctx context.Context, cs *connState, mc *muxConn, s *muxStream) {
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for {
 		id := s.id
 		code := p.muxServeStream(ctx, cs, mc, s)
@@ -182,7 +197,7 @@ func (p *Proxy) muxWorker(ctx context.Context, cs *connState, mc *muxConn, s *mu
 		reset := code != http2.ErrCodeNo || !s.ended
 		mc.freeStreamLocked(s)
 		mc.idleLocked(p, cs)
-		stop := mc.idleWorkers >= muxIdleWorkers
+		stop := mc.idleWorkers >= muxMaxIdleWorkers
 		if !stop {
 			mc.idleWorkers++
 		}
@@ -193,16 +208,45 @@ func (p *Proxy) muxWorker(ctx context.Context, cs *connState, mc *muxConn, s *mu
 		if stop {
 			return
 		}
-		select {
-		case s = <-mc.work:
-		case <-mc.done:
-			s = nil
-		}
-		mc.mu.Lock()
-		mc.idleWorkers--
-		mc.mu.Unlock()
-		if s == nil {
+		if s = mc.waitStream(&linger, muxWorkerLinger); s == nil {
 			return
+		}
+	}
+}
+
+// waitStream is an idle worker's wait (counted in mc.idleWorkers by its caller) for the
+// reader to hand it a stream. It returns nil when the worker should exit: the connection
+// ended, or the worker waited linger while more than muxIdleWorkers were idle. *t is the
+// worker's timer, made on first use.
+func (mc *muxConn) waitStream(t **time.Timer, linger time.Duration) *muxStream {
+	if *t == nil {
+		*t = time.NewTimer(linger)
+	} else {
+		(*t).Reset(linger)
+	}
+	expired := (*t).C
+	for {
+		select {
+		case s := <-mc.work:
+			(*t).Stop()
+			mc.mu.Lock()
+			mc.idleWorkers--
+			mc.mu.Unlock()
+			return s
+		case <-mc.done:
+			mc.mu.Lock()
+			mc.idleWorkers--
+			mc.mu.Unlock()
+			return nil
+		case <-expired:
+			mc.mu.Lock()
+			if mc.idleWorkers > muxIdleWorkers {
+				mc.idleWorkers--
+				mc.mu.Unlock()
+				return nil
+			}
+			mc.mu.Unlock()
+			expired = nil // one of the workers kept for good: no deadline any more
 		}
 	}
 }
