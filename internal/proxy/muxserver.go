@@ -169,8 +169,7 @@ func (p *Proxy) onRequestHeaders(ctx context.Context, cs *connState, mc *muxConn
 // the connection lasts; more, up to muxMaxIdleWorkers, wait muxWorkerLinger before they
 // exit. A client sidecar's requests arrive in bursts as wide as its concurrency (32 in
 // bench/proxy.sh); when only 4 workers stayed, every burst started most of its
-// workers anew, and at maximum throughput 6 requests in 10 paid for a goroutine and
-// for growing its stack.
+// workers anew: at maximum throughput 6 requests in 10 started a goroutine.
 const (
 	muxIdleWorkers    = 4
 	muxMaxIdleWorkers = 64
