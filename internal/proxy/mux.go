@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -241,19 +242,42 @@ func (mc *muxConn) lockW() {
 // unlockW releases the write lock. A writer that wants its frames sent flushes only
 // when no other writer is waiting for the lock; otherwise it leaves the flush to that
 // one (which passes it on in turn), so concurrent streams share one write(2) and one
-// TLS record instead of one each. With a single stream in flight nobody waits and
-// every flush happens at once.
+// TLS record instead of one each. A sidecar runs on one CPU, though, where its
+// goroutines take turns and the lock is hardly ever contended: so while other streams
+// of the connection are in flight, the writer first yields once (runtime.Gosched), and
+// the streams that were ready to write add their frames before the one flush. With a
+// single stream in flight every flush happens at once.
 func (mc *muxConn) unlockW(flush bool, err error) error {
-	if err == nil && (flush || mc.flushOwed) {
-		if mc.wwait.Load() == 0 {
-			err = mc.bw.Flush()
-			mc.flushOwed = false
-		} else {
-			mc.flushOwed = true
+	if err != nil || !(flush || mc.flushOwed) {
+		mc.wmu.Unlock()
+		return err
+	}
+	if mc.wwait.Load() == 0 && mc.othersActive() {
+		mc.flushOwed = true
+		mc.wmu.Unlock()
+		runtime.Gosched()
+		mc.lockW()
+		if !mc.flushOwed { // another writer flushed these frames with its own
+			mc.wmu.Unlock()
+			return nil
 		}
 	}
+	if mc.wwait.Load() > 0 {
+		mc.flushOwed = true // the writer waiting for the lock flushes
+		mc.wmu.Unlock()
+		return nil
+	}
+	err = mc.bw.Flush()
+	mc.flushOwed = false
 	mc.wmu.Unlock()
 	return err
+}
+
+// othersActive reports whether streams other than the caller's are in flight.
+func (mc *muxConn) othersActive() bool {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	return mc.active > 1
 }
 
 // writeBlock writes the encoded block in hbuf; wmu is held.

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,5 +184,67 @@ func TestMuxWaitStream(t *testing.T) {
 			}
 			timer.Stop()
 		})
+	}
+}
+
+// countingWriter counts the writes that reach the connection.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// TestMuxWritesCoalesce: on one CPU, as a sidecar runs, streams that answer together
+// share a write: a writer with other streams in flight yields before it flushes. With
+// one stream in flight a flush is immediate.
+func TestMuxWritesCoalesce(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	var w countingWriter
+	mc := newMuxConn(nil, bufio.NewReader(strings.NewReader("")), bufio.NewWriterSize(&w, 64<<10), true)
+	fields := []hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-length", Value: "0"}}
+	const n = 8
+	mc.active = n
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := mc.writeHeaders(uint32(2*i+1), fields, true, true); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if w.writes > n/2 {
+		t.Errorf("%d streams answering together made %d writes, want at most %d", n, w.writes, n/2)
+	}
+	fr := http2.NewFramer(nil, &w.Buffer)
+	seen := map[uint32]bool{}
+	for {
+		f, err := fr.ReadFrame()
+		if err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("reading what was written: %v", err)
+		}
+		if h, ok := f.(*http2.HeadersFrame); ok && h.StreamEnded() && h.HeadersEnded() {
+			seen[h.StreamID] = true
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("the connection carried the HEADERS of %d streams, want %d", len(seen), n)
+	}
+
+	mc.active = 1
+	before := w.writes
+	if err := mc.writeHeaders(99, fields, true, true); err != nil {
+		t.Fatal(err)
+	}
+	if w.writes != before+1 {
+		t.Errorf("a lone stream's flush made %d writes, want 1 at once", w.writes-before)
 	}
 }
