@@ -147,36 +147,35 @@ tree_ticks() {
   echo $sum
 }
 
-# tree_sum_kib PID FILE PROGRAM: the number (KiB) the awk PROGRAM prints for
-# /proc/P/FILE, summed over the processes P of PID's tree.
-# PID may also be a list of PIDs already expanded ("tree:P1 P2 ...").
-tree_sum_kib() {
-  local sum=0 p v pids
-  if [[ $1 == tree:* ]]; then pids=${1#tree:}; else pids=$(tree_pids "$1"); fi
-  for p in $pids; do
-    v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || echo 0)
+# sum_kib FILE PROGRAM PID...: the number (KiB) the awk PROGRAM prints for /proc/P/FILE,
+# summed over the PIDs.
+sum_kib() {
+  local file=$1 prog=$2 sum=0 p v
+  shift 2
+  for p; do
+    v=$(awk "$prog" "/proc/$p/$file" 2>/dev/null || echo 0)
     sum=$((sum + ${v:-0}))
   done
   echo $sum
 }
 
 # Peak RSS (VmHWM) of a process tree.
-tree_hwm_kib() { tree_sum_kib "$1" status '/^VmHWM:/ {print $2}'; }
+tree_hwm_kib() { sum_kib status '/^VmHWM:/ {print $2}' $(tree_pids "$1"); }
 
-# Private memory (USS: Private_Clean + Private_Dirty) of a process tree: what the
-# proxy's processes hold that no other process shares. Peak RSS also counts the pages of
-# the executable and shared libraries, which every process mapping them shares (all the
+# uss_kib PID...: private memory (USS: Private_Clean + Private_Dirty) of the processes:
+# what they hold that no other process shares. Peak RSS also counts the pages of the
+# executable and shared libraries, which every process mapping them shares (all the
 # sidecars of a node run one binary).
-tree_uss_kib() { tree_sum_kib "$1" smaps_rollup '/^Private_(Clean|Dirty):/ {u += $2} END {print u + 0}'; }
+uss_kib() { sum_kib smaps_rollup '/^Private_(Clean|Dirty):/ {u += $2} END {print u + 0}' "$@"; }
 
 # sample_uss OUT CLIENT_PID SERVER_PID: until killed, samples both trees' private memory
 # every 0.25 s and keeps the largest of each in OUT ("client server", KiB).
 # The trees are listed once: a proxy's processes do not change while it is measured.
 sample_uss() {
   local out=$1 ctree stree cmax=0 smax=0 c s
-  ctree="tree:$(tree_pids "$2")" stree="tree:$(tree_pids "$3")"
+  ctree=$(tree_pids "$2") stree=$(tree_pids "$3")
   while :; do
-    c=$(tree_uss_kib "$ctree") s=$(tree_uss_kib "$stree")
+    c=$(uss_kib $ctree) s=$(uss_kib $stree)
     ((c > cmax)) && cmax=$c
     ((s > smax)) && smax=$s
     echo "$cmax $smax" >"$out"
@@ -377,25 +376,34 @@ CLK_TCK=$(getconf CLK_TCK)
 # over minutes (other tenants); measuring all of one path before the other would put
 # that drift into the ratios. Each repetition's meshguard/nginx ratio is reported too.
 #
-# begin_path NAME PORT CLIENT_PID SERVER_PID: starts the path's private-memory sampler
-# and warms it up (connections, TLS sessions, pools, Go heap).
+# Each path by name: the port fortio loads, and the client and server proxies' PIDs
+# (none for the direct path).
+declare -A PORT=([direct]=$ECHO_PORT [nginx]=$NGINX_CLIENT_PORT) CPID=([nginx]=$NGINX_CLIENT_PID) SPID=([nginx]=$NGINX_SERVER_PID)
+NAMES=(direct nginx)
+if [ -n "$MG_CLIENT_PID" ]; then
+  PORT[meshguard]=$MG_CLIENT_PORT CPID[meshguard]=$MG_CLIENT_PID SPID[meshguard]=$MG_SERVER_PID
+  NAMES+=(meshguard)
+fi
+
+# begin_path NAME: starts the path's private-memory sampler and warms it up
+# (connections, TLS sessions, pools, Go heap).
 declare -A SAMPLER=()
 begin_path() {
-  local name=$1 port=$2 cpid=$3 spid=$4
+  local name=$1
   mkdir -p "$WORK/results/$name"
-  if [ -n "$cpid" ]; then
-    sample_uss "$WORK/results/$name/uss_kib" "$cpid" "$spid" &
+  if [ -n "${CPID[$name]:-}" ]; then
+    sample_uss "$WORK/results/$name/uss_kib" "${CPID[$name]}" "${SPID[$name]}" &
     SAMPLER[$name]=$!
     PIDS+=($!)
   fi
-  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t 2s "http://127.0.0.1:$port$URL_PATH" >/dev/null 2>&1 || true
+  "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t 2s "http://127.0.0.1:${PORT[$name]}$URL_PATH" >/dev/null 2>&1 || true
 }
 
-# run_rep NAME PORT CLIENT_PID SERVER_PID REP: one repetition of the three load runs,
-# writing fortio's JSON and the proxies' CPU ticks under $WORK/results/NAME/REP.
+# run_rep NAME REP: one repetition of the three load runs, writing fortio's JSON and the
+# proxies' CPU ticks under $WORK/results/NAME/REP.
 run_rep() {
-  local name=$1 port=$2 cpid=$3 spid=$4 rep=$5 dir c0=0 s0=0 c1=0 s1=0
-  local url="http://127.0.0.1:$port$URL_PATH"
+  local name=$1 rep=$2 cpid=${CPID[$1]:-} spid=${SPID[$1]:-} dir c0=0 s0=0 c1=0 s1=0
+  local url="http://127.0.0.1:${PORT[$name]}$URL_PATH"
   dir="$WORK/results/$name/$rep"
   mkdir -p "$dir"
   log "$name: repetition $rep/$REPS"
@@ -413,12 +421,11 @@ run_rep() {
     die "$name, repetition $rep: fortio without keep-alive failed: $(tail -5 "$dir/newconn.log")"
 }
 
-# end_path NAME CLIENT_PID SERVER_PID: records the proxies' peak RSS and stops the
-# sampler.
+# end_path NAME: records the proxies' peak RSS and stops the sampler.
 end_path() {
-  local name=$1 cpid=$2 spid=$3 ch=0 sh=0
-  [ -n "$cpid" ] && ch=$(tree_hwm_kib "$cpid")
-  [ -n "$spid" ] && sh=$(tree_hwm_kib "$spid")
+  local name=$1 ch=0 sh=0
+  [ -n "${CPID[$name]:-}" ] && ch=$(tree_hwm_kib "${CPID[$name]}")
+  [ -n "${SPID[$name]:-}" ] && sh=$(tree_hwm_kib "${SPID[$name]}")
   echo "$ch $sh" >"$WORK/results/$name/hwm_kib"
   if [ -n "${SAMPLER[$name]:-}" ]; then
     kill "${SAMPLER[$name]}" 2>/dev/null || true
@@ -426,24 +433,13 @@ end_path() {
   fi
 }
 
-# NAME PORT CLIENT_PID SERVER_PID per path, in the order of odd repetitions.
-PATHS=("direct $ECHO_PORT - -" "nginx $NGINX_CLIENT_PORT $NGINX_CLIENT_PID $NGINX_SERVER_PID")
-if [ -n "$MG_CLIENT_PID" ]; then
-  PATHS+=("meshguard $MG_CLIENT_PORT $MG_CLIENT_PID $MG_SERVER_PID")
-fi
-pathargs() { # "-" stands for "no process" (the direct path)
-  local a=($1)
-  [ "${a[2]}" = - ] && a[2]=""
-  [ "${a[3]}" = - ] && a[3]=""
-  ARGS=("${a[@]}")
-}
-for p in "${PATHS[@]}"; do pathargs "$p"; begin_path "${ARGS[@]}"; done
+for name in "${NAMES[@]}"; do begin_path "$name"; done
 for ((rep = 1; rep <= REPS; rep++)); do
-  order=("${PATHS[@]}")
-  if ((rep % 2 == 0 && ${#PATHS[@]} == 3)); then order=("${PATHS[0]}" "${PATHS[2]}" "${PATHS[1]}"); fi
-  for p in "${order[@]}"; do pathargs "$p"; run_rep "${ARGS[@]}" "$rep"; done
+  order=("${NAMES[@]}")
+  if ((rep % 2 == 0 && ${#NAMES[@]} == 3)); then order=(direct meshguard nginx); fi
+  for name in "${order[@]}"; do run_rep "$name" "$rep"; done
 done
-for p in "${PATHS[@]}"; do pathargs "$p"; end_path "${ARGS[0]}" "${ARGS[2]}" "${ARGS[3]}"; done
+for name in "${NAMES[@]}"; do end_path "$name"; done
 
 # ---------------------------------------------------------------- report
 mkdir -p "$(dirname "$OUT")"
