@@ -385,7 +385,7 @@ type prepared struct {
 // logKey identifies mc's access-log settings. The encoding goes in as its number: a
 // generated enum's String() looks its name up in the descriptor of the whole
 // mesh/v1alpha1 config.proto, which unpacks every message of that file on first use
-// and keeps them (~0.45 MB of heap for the sidecar's lifetime).
+// and keeps them (~0.2 MB of heap for the sidecar's lifetime, by a heap profile).
 func logKey(mc *meshv1alpha1.MeshConfig) string {
 	return mc.GetAccessLogFile() + "\x00" + strconv.Itoa(int(mc.GetAccessLogEncoding())) + "\x00" + mc.GetAccessLogFormat()
 }
