@@ -82,7 +82,7 @@ func allMatch(ms []fieldMatcher, ec *evalCtx) bool {
 	return true
 }
 
-func compilePolicy(o *config.Object) (*compiledPolicy, error) {
+func compilePolicy(o *config.Object, tds trustDomains) (*compiledPolicy, error) {
 	spec := o.AuthorizationPolicy()
 	key := o.Key()
 	if spec == nil {
@@ -113,7 +113,7 @@ func compilePolicy(o *config.Object) (*compiledPolicy, error) {
 		p.dryRun = b
 	}
 	for i, r := range spec.GetRules() {
-		cr, err := compileRule(r, o.Namespace, fmt.Sprintf("spec.rules[%d]", i))
+		cr, err := compileRule(r, o.Namespace, fmt.Sprintf("spec.rules[%d]", i), tds)
 		if err != nil {
 			if ce, ok := errors.AsType[*CompileError](err); ok {
 				ce.Policy = key
@@ -131,10 +131,10 @@ func compilePolicy(o *config.Object) (*compiledPolicy, error) {
 	return p, nil
 }
 
-func compileRule(r *security.Rule, policyNS, path string) (compiledRule, error) {
+func compileRule(r *security.Rule, policyNS, path string, tds trustDomains) (compiledRule, error) {
 	var cr compiledRule
 	for i, f := range r.GetFrom() {
-		g, err := compileSource(f.GetSource(), policyNS, fmt.Sprintf("%s.from[%d].source", path, i))
+		g, err := compileSource(f.GetSource(), policyNS, fmt.Sprintf("%s.from[%d].source", path, i), tds)
 		if err != nil {
 			return cr, err
 		}
@@ -148,7 +148,7 @@ func compileRule(r *security.Rule, policyNS, path string) (compiledRule, error) 
 		cr.to = append(cr.to, g)
 	}
 	for i, c := range r.GetWhen() {
-		ms, err := compileCondition(c, policyNS, fmt.Sprintf("%s.when[%d]", path, i))
+		ms, err := compileCondition(c, policyNS, fmt.Sprintf("%s.when[%d]", path, i), tds)
 		if err != nil {
 			return cr, err
 		}
@@ -204,6 +204,22 @@ func strs(a attr) pairFn {
 			m.strs = append(m.strs, compileStr(v))
 		}
 		return m, nil
+	}
+}
+
+// principals compiles principal values after trust-domain aliasing (expandPrincipals),
+// for the principals fields and the source.principal condition alike, as Istio does.
+func principals(tds trustDomains) pairFn {
+	return func(vs []string, field string) (fieldMatcher, error) {
+		return strs(attrPrincipal)(tds.expandPrincipals(vs), field)
+	}
+}
+
+// sourceTrustDomains compiles trustDomains values, a trust domain of the set standing
+// for all of them.
+func sourceTrustDomains(tds trustDomains) pairFn {
+	return func(vs []string, field string) (fieldMatcher, error) {
+		return strs(attrTrustDomain)(tds.expandTrustDomains(vs), field)
 	}
 }
 
@@ -321,20 +337,20 @@ func serviceAccounts(policyNS string) pairFn {
 	}
 }
 
-func compileSource(s *security.Source, policyNS, path string) ([]fieldMatcher, error) {
+func compileSource(s *security.Source, policyNS, path string, tds trustDomains) ([]fieldMatcher, error) {
 	var out []fieldMatcher
 	steps := []struct {
 		fn       pairFn
 		pos, neg []string
 		name     string
 	}{
-		{strs(attrPrincipal), s.GetPrincipals(), s.GetNotPrincipals(), "principals"},
+		{principals(tds), s.GetPrincipals(), s.GetNotPrincipals(), "principals"},
 		{requestPrincipals, s.GetRequestPrincipals(), s.GetNotRequestPrincipals(), "requestPrincipals"},
 		{strs(attrNamespace), s.GetNamespaces(), s.GetNotNamespaces(), "namespaces"},
 		{serviceAccounts(policyNS), s.GetServiceAccounts(), s.GetNotServiceAccounts(), "serviceAccounts"},
 		{cidrs(attrSourceIP), s.GetIpBlocks(), s.GetNotIpBlocks(), "ipBlocks"},
 		{cidrs(attrRemoteIP), s.GetRemoteIpBlocks(), s.GetNotRemoteIpBlocks(), "remoteIpBlocks"},
-		{strs(attrTrustDomain), s.GetTrustDomains(), s.GetNotTrustDomains(), "trustDomains"},
+		{sourceTrustDomains(tds), s.GetTrustDomains(), s.GetNotTrustDomains(), "trustDomains"},
 	}
 	for _, st := range steps {
 		not := "not" + strings.ToUpper(st.name[:1]) + st.name[1:]
@@ -368,7 +384,7 @@ func compileOperation(o *security.Operation, path string) ([]fieldMatcher, error
 
 // compileCondition maps a `when` key to its attribute. The keys are Istio's
 // (reference: Authorization Policy Conditions).
-func compileCondition(c *security.Condition, policyNS, path string) ([]fieldMatcher, error) {
+func compileCondition(c *security.Condition, policyNS, path string, tds trustDomains) ([]fieldMatcher, error) {
 	key := c.GetKey()
 	var fn pairFn
 	switch {
@@ -383,7 +399,7 @@ func compileCondition(c *security.Condition, policyNS, path string) ([]fieldMatc
 	case key == "source.namespace":
 		fn = strs(attrNamespace)
 	case key == "source.principal":
-		fn = strs(attrPrincipal)
+		fn = principals(tds)
 	case key == "source.serviceAccount":
 		fn = serviceAccounts(policyNS)
 	case key == "connection.sni":

@@ -22,6 +22,11 @@ type Options struct {
 	ResolveProvider func(service string, port uint32) (string, error)
 	// Logger receives CUSTOM authorizer failures. Default: discard.
 	Logger *slog.Logger
+	// TrustDomain is the workload's own trust domain, the one its certificate names.
+	// Principals in that trust domain, in MeshConfig's trustDomainAliases or in
+	// cluster.local match the same identity in all of them, as in Istio. Default:
+	// MeshConfig's trustDomain.
+	TrustDomain string
 }
 
 // Engine decides requests for one workload. It is immutable and safe for concurrent use.
@@ -70,10 +75,15 @@ func New(policies []*config.Object, mesh *meshv1alpha1.MeshConfig, opts Options)
 	if e.logger == nil {
 		e.logger = slog.New(slog.DiscardHandler)
 	}
+	local := opts.TrustDomain
+	if local == "" {
+		local = mesh.GetTrustDomain()
+	}
+	tds := newTrustDomains(local, mesh.GetTrustDomainAliases())
 	var allowKeys []string
 	allowHTTP := false
 	for _, o := range policies {
-		p, err := compilePolicy(o)
+		p, err := compilePolicy(o, tds)
 		if err != nil {
 			return nil, err
 		}

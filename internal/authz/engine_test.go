@@ -383,6 +383,70 @@ spec:
 			},
 		},
 		{
+			// Istio's trust domain migration task: the mesh moved from old-td to new-td
+			// and lists old-td as an alias, so the policy written for old-td still admits
+			// the workload under its new identity.
+			name: "trust domain aliases",
+			mesh: "{trustDomain: new-td, trustDomainAliases: [old-td]}",
+			policies: `
+kind: AuthorizationPolicy
+metadata: {name: httpbin, namespace: foo}
+spec:
+  rules:
+  - from:
+    - source: {principals: ["old-td/ns/sleep-allow/sa/sleep"]}
+  - when:
+    - {key: source.principal, values: ["new-td/ns/ops/sa/admin"]}
+  - from:
+    - source: {trustDomains: ["old-td"], namespaces: ["trusted"]}
+---
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: foo}
+spec:
+  action: DENY
+  rules:
+  - from:
+    - source: {principals: ["cluster.local/ns/sleep-allow/sa/banned"]}
+`,
+			checks: []check{
+				{"new identity, policy names the alias", authz.Request{SourcePrincipal: "spiffe://new-td/ns/sleep-allow/sa/sleep", Method: "GET", Path: "/"}, want{allow: true, policy: "foo/httpbin"}},
+				{"old identity still admitted", authz.Request{SourcePrincipal: "old-td/ns/sleep-allow/sa/sleep", Method: "GET", Path: "/"}, want{allow: true, policy: "foo/httpbin"}},
+				{"foreign trust domain", authz.Request{SourcePrincipal: "other-td/ns/sleep-allow/sa/sleep", Method: "GET", Path: "/"}, want{}},
+				{"cluster.local is not in the set", authz.Request{SourcePrincipal: "cluster.local/ns/sleep-allow/sa/sleep", Method: "GET", Path: "/"}, want{}},
+				{"other service account", authz.Request{SourcePrincipal: "new-td/ns/sleep-allow/sa/other", Method: "GET", Path: "/"}, want{}},
+				{"source.principal condition, alias identity", authz.Request{SourcePrincipal: "old-td/ns/ops/sa/admin", Method: "GET", Path: "/"}, want{allow: true, policy: "foo/httpbin", rule: 1}},
+				{"trustDomains field, alias of the peer's", authz.Request{SourcePrincipal: "new-td/ns/trusted/sa/x", Method: "GET", Path: "/"}, want{allow: true, policy: "foo/httpbin", rule: 2}},
+				{"trustDomains field, foreign peer", authz.Request{SourcePrincipal: "other-td/ns/trusted/sa/x", Method: "GET", Path: "/"}, want{}},
+				{"cluster.local in a DENY stands for every trust domain of the set", authz.Request{SourcePrincipal: "new-td/ns/sleep-allow/sa/banned", Method: "GET", Path: "/"}, want{policy: "foo/deny"}},
+				{"and for the alias", authz.Request{SourcePrincipal: "old-td/ns/sleep-allow/sa/banned", Method: "GET", Path: "/"}, want{policy: "foo/deny"}},
+			},
+		},
+		{
+			// A policy written for Istio's default trust domain applies in a mesh with
+			// another one: cluster.local is rewritten to the local trust domain, so a
+			// DENY does not silently stop matching.
+			name: "cluster.local means the local trust domain",
+			mesh: "{trustDomain: example.org}",
+			policies: `
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: foo}
+spec:
+  action: DENY
+  rules:
+  - from:
+    - source: {principals: ["cluster.local/ns/dev/sa/x"]}
+  - from:
+    - source: {namespaces: ["ops"], notPrincipals: ["cluster.local/ns/ops/sa/admin"]}
+`,
+			checks: []check{
+				{"local identity denied", authz.Request{SourcePrincipal: "example.org/ns/dev/sa/x", Method: "GET", Path: "/"}, want{policy: "foo/deny"}},
+				{"literal cluster.local no longer matches", authz.Request{SourcePrincipal: "cluster.local/ns/dev/sa/x", Method: "GET", Path: "/"}, want{allow: true}},
+				{"notPrincipals: the local admin passes", authz.Request{SourcePrincipal: "example.org/ns/ops/sa/admin", Method: "GET", Path: "/"}, want{allow: true}},
+				{"notPrincipals: anyone else in ops is denied", authz.Request{SourcePrincipal: "example.org/ns/ops/sa/intern", Method: "GET", Path: "/"}, want{policy: "foo/deny", rule: 1}},
+				{"notPrincipals: literal cluster.local admin is denied", authz.Request{SourcePrincipal: "cluster.local/ns/ops/sa/admin", Method: "GET", Path: "/"}, want{policy: "foo/deny", rule: 1}},
+			},
+		},
+		{
 			name:     "invalid requests",
 			policies: "kind: AuthorizationPolicy\nmetadata: {name: allow-all, namespace: foo}\nspec: {rules: [{}]}\n",
 			checks: []check{

@@ -173,7 +173,8 @@ func (s *Sidecar) AuthzDenied(policy string, dryRun bool) {
 
 // TLSHandshakeFailed counts a failed TLS handshake. direction is "inbound" or
 // "outbound"; reason is a short, bounded token such as "unknown_ca",
-// "bad_certificate", "peer_identity_mismatch", "protocol_version", "timeout" — never
+// "bad_certificate", "peer_identity_mismatch", "peer_trust_domain_mismatch",
+// "protocol_version", "timeout" — never
 // the raw error text, which would explode cardinality.
 func (s *Sidecar) TLSHandshakeFailed(direction, reason string) {
 	s.tlsFailures.WithLabelValues(direction, reason).Inc()

@@ -33,11 +33,23 @@ func (e *SecureNamingError) Error() string {
 	return fmt.Sprintf("secure naming: server for %s presented %s, want one of [%s]", e.Host, e.Got, strings.Join(e.Want, " "))
 }
 
+// TrustDomainError says that an mTLS peer presented an identity outside the workload's
+// trust domain and its aliases, for which the mesh has no trust bundle.
+type TrustDomainError struct {
+	Peer string   // the peer's trust domain
+	Want []string // the workload's own trust domain, then the aliases
+}
+
+func (e *TrustDomainError) Error() string {
+	return fmt.Sprintf("peer trust domain %q is neither the workload's %q nor one of meshConfig.trustDomainAliases [%s]", e.Peer, e.Want[0], strings.Join(e.Want[1:], " "))
+}
+
 // handshakeReason maps a TLS handshake error to a short, bounded token for metrics
 // (meshguard_tls_handshake_failures_total's reason label): never the error text, which
 // would explode cardinality.
 func handshakeReason(err error) string {
 	var sn *SecureNamingError
+	var tde *TrustDomainError
 	var ua x509.UnknownAuthorityError
 	var ci x509.CertificateInvalidError
 	var alert tls.AlertError
@@ -45,6 +57,8 @@ func handshakeReason(err error) string {
 	switch {
 	case errors.As(err, &sn):
 		return "peer_identity_mismatch"
+	case errors.As(err, &tde):
+		return "peer_trust_domain_mismatch"
 	case errors.Is(err, errNoPeerCertificate):
 		return "no_peer_certificate"
 	case errors.Is(err, errNoCertificate):

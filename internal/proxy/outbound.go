@@ -68,7 +68,7 @@ func (p *Proxy) SetPolicy(pol *Policy) error {
 	if pol.TLS != nil {
 		c.tls = *pol.TLS
 	}
-	c.serverTLS = p.newServerTLS(c.tls)
+	c.serverTLS = p.newServerTLS(c.tls, pol.TrustDomainAliases)
 	hosts := make(map[string]*Service, len(pol.Services))
 	for i := range pol.Services {
 		hosts[pol.Services[i].Host] = &pol.Services[i]
@@ -77,7 +77,7 @@ func (p *Proxy) SetPolicy(pol *Policy) error {
 	defer p.routesMu.Unlock()
 	keep := make(map[string]*route)
 	get := func(svc *Service, port uint32) (*route, error) {
-		rt, err := p.buildRoute(svc, port, pol.Destinations, c.tls)
+		rt, err := p.buildRoute(svc, port, pol.Destinations, c.tls, pol.TrustDomainAliases)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +158,7 @@ func (rt *route) close() {
 
 // buildRoute resolves svc:port to endpoints and TLS settings. File-based TLS material
 // (MUTUAL/SIMPLE) is loaded here, so a bad file rejects the whole policy.
-func (p *Proxy) buildRoute(svc *Service, port uint32, drs DestinationRules, ts TLSSettings) (*route, error) {
+func (p *Proxy) buildRoute(svc *Service, port uint32, drs DestinationRules, ts TLSSettings, aliases []spiffeid.TrustDomain) (*route, error) {
 	sp, ok := svc.port(port)
 	if !ok {
 		sp = ServicePort{Number: port}
@@ -181,9 +181,11 @@ func (p *Proxy) buildRoute(svc *Service, port uint32, drs DestinationRules, ts T
 	switch rt.mode {
 	case networking.ClientTLSSettings_DISABLE:
 	case networking.ClientTLSSettings_ISTIO_MUTUAL:
-		// As Istio: the DestinationRule's subjectAltNames replace the registry's
-		// service accounts, and its sni replaces the generated one.
-		ids := svc.identities()
+		// As Istio: the registry's service accounts count in every trust domain alias
+		// (a server may still hold a certificate of the old name); the
+		// DestinationRule's subjectAltNames replace them, and its sni replaces the
+		// generated one.
+		ids := withAliases(svc.identities(), aliases)
 		if sans := tlsSet.GetSubjectAltNames(); len(sans) > 0 {
 			ids = ids[:0:0]
 			for _, san := range sans {
@@ -206,8 +208,11 @@ func (p *Proxy) buildRoute(svc *Service, port uint32, drs DestinationRules, ts T
 		if sni == "" {
 			sni = istioSNI(svc.Host, port)
 		}
+		for _, a := range aliases {
+			keyParts = append(keyParts, a.Name())
+		}
 		keyParts = append(keyParts, sni, ts.key())
-		base := p.newMeshClientTLS(sni, ids, svc.Host, ts)
+		base := p.newMeshClientTLS(sni, ids, svc.Host, ts, aliases)
 		rt.tlsHTTP1 = withALPN(base, alpnIstioHTTP1)
 		rt.tlsH2 = withALPN(base, alpnH2)
 		rt.tlsTCP = withALPN(base, alpnIstioTCP)
@@ -502,4 +507,20 @@ func (p *Proxy) serveOutboundTCP(ctx context.Context, cs *connState, c net.Conn,
 	}
 	defer up.Close()
 	rec.BytesSent, rec.BytesReceived = splice(c, br, up, nil)
+}
+
+// withAliases adds to ids each identity's path in every trust domain of aliases.
+func withAliases(ids []spiffeid.ID, aliases []spiffeid.TrustDomain) []spiffeid.ID {
+	if len(aliases) == 0 {
+		return ids
+	}
+	out := slices.Clone(ids)
+	for _, id := range ids {
+		for _, td := range aliases {
+			if a, err := spiffeid.FromPath(td, id.Path()); err == nil && !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http2"
 )
 
@@ -89,6 +90,12 @@ type Policy struct {
 	// TLS replaces Config.TLS (meshConfig.meshMTLS) for handshakes from now on; nil
 	// keeps Config.TLS.
 	TLS *TLSSettings
+	// TrustDomainAliases (meshConfig.trustDomainAliases) are the trust domains, besides
+	// the one of the workload's own certificate, whose peers mTLS accepts, chained to
+	// the same trust bundle; ISTIO_MUTUAL secure naming accepts the registry's service
+	// accounts under them too. A peer named in any other trust domain fails the
+	// handshake, as Istio's sidecars refuse it (PILOT_SKIP_VALIDATE_TRUST_DOMAIN off).
+	TrustDomainAliases []spiffeid.TrustDomain
 }
 
 // Proxy is one sidecar's data path. Build it with New, set a policy with SetPolicy,
@@ -214,7 +221,7 @@ func New(cfg Config) (*Proxy, error) {
 	if err := http2.ConfigureServer(p.h2base, p.h2srv); err != nil {
 		return nil, fmt.Errorf("configure HTTP/2 server: %w", err)
 	}
-	p.state.Store(&compiled{pol: &Policy{}, tls: cfg.TLS, serverTLS: p.newServerTLS(cfg.TLS)})
+	p.state.Store(&compiled{pol: &Policy{}, tls: cfg.TLS, serverTLS: p.newServerTLS(cfg.TLS, nil)})
 	return p, nil
 }
 

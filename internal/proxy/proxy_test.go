@@ -77,6 +77,10 @@ type pairOptions struct {
 	drain          time.Duration
 	pooledH1       bool // the client sidecar sends pooled HTTP/1.1, not HTTP/2 streams
 	noIdentity     bool // the registry names no service account for echoHost
+	// serverTrustDomain is the trust domain of the server's certificate and bundle
+	// (default the CA's, cluster.local); the registry names serverPath in cluster.local.
+	serverTrustDomain string
+	clientAliases     []spiffeid.TrustDomain // the client policy's TrustDomainAliases
 }
 
 func startPair(t *testing.T, o pairOptions) *pair { return startPairTB(t, o) }
@@ -88,7 +92,11 @@ func startPairTB(t testing.TB, o pairOptions) *pair {
 		o.serverIdentity = serverPath
 	}
 	pr := &pair{ca: ca}
-	pr.serverCerts = newCertSource(ca.svid(t, o.serverIdentity, time.Time{}, time.Time{}), ca.bundle())
+	td := ca.td
+	if o.serverTrustDomain != "" {
+		td = spiffeid.RequireTrustDomainFromString(o.serverTrustDomain)
+	}
+	pr.serverCerts = newCertSource(ca.svidFor(t, spiffeid.RequireFromPath(td, o.serverIdentity), time.Time{}, time.Time{}), ca.bundleFor(td))
 	pr.server = meshtest.StartSidecar(t, meshtest.SidecarOptions{
 		Certs: pr.serverCerts, Apps: []netip.AddrPort{o.app}, Policy: &o.serverPolicy, Drain: o.drain,
 	})
@@ -104,7 +112,7 @@ func startPairTB(t testing.TB, o pairOptions) *pair {
 	if o.noIdentity {
 		svc.Endpoints[0].Identity = spiffeid.ID{}
 	}
-	cpol := &proxy.Policy{Services: []proxy.Service{svc}}
+	cpol := &proxy.Policy{Services: []proxy.Service{svc}, TrustDomainAliases: o.clientAliases}
 	if o.clientTLS != nil {
 		cpol.Destinations = drTLS{o.clientTLS}
 	}

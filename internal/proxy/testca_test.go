@@ -55,8 +55,12 @@ func newTestCA(tb testing.TB, td string) *testCA {
 	return &testCA{td: spiffeid.RequireTrustDomainFromString(td), cert: cert, key: key, serial: 1}
 }
 
-func (ca *testCA) bundle() *x509bundle.Bundle {
-	return x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.cert})
+func (ca *testCA) bundle() *x509bundle.Bundle { return ca.bundleFor(ca.td) }
+
+// bundleFor is the CA's root as the bundle of trust domain td: one root may sign
+// several trust domains (a mesh renaming its trust domain keeps its root).
+func (ca *testCA) bundleFor(td spiffeid.TrustDomain) *x509bundle.Bundle {
+	return x509bundle.FromX509Authorities(td, []*x509.Certificate{ca.cert})
 }
 
 func (ca *testCA) id(path string) spiffeid.ID {
@@ -65,6 +69,13 @@ func (ca *testCA) id(path string) spiffeid.ID {
 
 // svid issues a leaf for td+path valid from notBefore to notAfter (zero: now±1h).
 func (ca *testCA) svid(tb testing.TB, path string, notBefore, notAfter time.Time) *x509svid.SVID {
+	tb.Helper()
+	return ca.svidFor(tb, ca.id(path), notBefore, notAfter)
+}
+
+// svidFor issues a leaf for id, in any trust domain, valid from notBefore to notAfter
+// (zero: now±1h).
+func (ca *testCA) svidFor(tb testing.TB, id spiffeid.ID, notBefore, notAfter time.Time) *x509svid.SVID {
 	tb.Helper()
 	if notBefore.IsZero() {
 		notBefore = time.Now().Add(-time.Hour)
@@ -80,7 +91,6 @@ func (ca *testCA) svid(tb testing.TB, path string, notBefore, notAfter time.Time
 	ca.serial++
 	serial := ca.serial
 	ca.mu.Unlock()
-	id := ca.id(path)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial),
 		NotBefore:    notBefore,

@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
@@ -154,12 +156,13 @@ func principalOf(id spiffeid.ID) string {
 
 // verifyPeer checks the peer's chain against the mesh trust bundle at the proxy's
 // clock, then lets allow decide on the identity. It runs from VerifyConnection, so it
-// also runs for resumed sessions.
-func (p *Proxy) verifyPeer(cs tls.ConnectionState, allow func(spiffeid.ID) error) error {
+// also runs for resumed sessions. Peers are accepted in the workload's own trust domain
+// and in aliases (meshBundles).
+func (p *Proxy) verifyPeer(cs tls.ConnectionState, aliases []spiffeid.TrustDomain, allow func(spiffeid.ID) error) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errNoPeerCertificate
 	}
-	id, _, err := x509svid.Verify(cs.PeerCertificates, p.cfg.Certs, x509svid.WithTime(p.now()))
+	id, _, err := x509svid.Verify(cs.PeerCertificates, meshBundles{p, aliases}, x509svid.WithTime(p.now()))
 	if err != nil {
 		return fmt.Errorf("verify peer certificate: %w", err)
 	}
@@ -169,9 +172,37 @@ func (p *Proxy) verifyPeer(cs tls.ConnectionState, allow func(spiffeid.ID) error
 	return nil
 }
 
-// newServerTLS is the inbound listener's config. Peers are admitted in VerifyConnection
-// (chain to the mesh bundle); which peer may do what is authorization's job.
-func (p *Proxy) newServerTLS(ts TLSSettings) *tls.Config {
+// meshBundles serves the mesh trust bundle for the workload's own trust domain and, as
+// the same bundle, for its aliases (meshConfig.trustDomainAliases): a mesh that moves to
+// a new trust domain keeps its root, and its workloads hold certificates of both names
+// for a while. Any other trust domain has no bundle, so its peers fail verification
+// with a TrustDomainError, as Istio's sidecars refuse them (with
+// PILOT_SKIP_VALIDATE_TRUST_DOMAIN off, its default).
+type meshBundles struct {
+	p       *Proxy
+	aliases []spiffeid.TrustDomain
+}
+
+func (b meshBundles) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	own := b.p.ident.Load()
+	if own == nil {
+		return nil, errNoCertificate
+	}
+	ownTD := own.id.TrustDomain()
+	if td != ownTD && !slices.Contains(b.aliases, td) {
+		want := []string{ownTD.Name()}
+		for _, a := range b.aliases {
+			want = append(want, a.Name())
+		}
+		return nil, &TrustDomainError{Peer: td.Name(), Want: want}
+	}
+	return b.p.cfg.Certs.GetX509BundleForTrustDomain(ownTD)
+}
+
+// newServerTLS is the inbound listener's config. Peers are admitted in VerifyConnection:
+// chained to the mesh bundle and named in the workload's own trust domain or one of
+// aliases. Which peer may do what is authorization's job.
+func (p *Proxy) newServerTLS(ts TLSSettings, aliases []spiffeid.TrustDomain) *tls.Config {
 	c := &tls.Config{
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			id := p.ident.Load()
@@ -181,7 +212,7 @@ func (p *Proxy) newServerTLS(ts TLSSettings) *tls.Config {
 			return id.cert, nil
 		},
 		ClientAuth:       tls.RequireAnyClientCert,
-		VerifyConnection: func(cs tls.ConnectionState) error { return p.verifyPeer(cs, nil) },
+		VerifyConnection: func(cs tls.ConnectionState) error { return p.verifyPeer(cs, aliases, nil) },
 		NextProtos:       []string{alpnMux, alpnIstioH2, alpnIstioHTTP1, alpnIstioTCP, alpnH2, alpnHTTP1},
 		Time:             p.now,
 	}
@@ -190,8 +221,9 @@ func (p *Proxy) newServerTLS(ts TLSSettings) *tls.Config {
 }
 
 // newMeshClientTLS is the ISTIO_MUTUAL client config for one destination: mesh
-// certificate, Istio's SNI, and secure naming (the server must be one of ids).
-func (p *Proxy) newMeshClientTLS(sni string, ids []spiffeid.ID, host string, ts TLSSettings) *tls.Config {
+// certificate, Istio's SNI, and secure naming (the server must be one of ids, which
+// the caller has widened to the trust-domain aliases).
+func (p *Proxy) newMeshClientTLS(sni string, ids []spiffeid.ID, host string, ts TLSSettings, aliases []spiffeid.TrustDomain) *tls.Config {
 	c := &tls.Config{
 		ServerName: sni,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -206,7 +238,7 @@ func (p *Proxy) newMeshClientTLS(sni string, ids []spiffeid.ID, host string, ts 
 		// SPIFFE certificates.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return p.verifyPeer(cs, func(got spiffeid.ID) error {
+			return p.verifyPeer(cs, aliases, func(got spiffeid.ID) error {
 				if len(ids) == 0 {
 					return nil // chain only, as Istio with no SAN to match (see buildRoute)
 				}

@@ -24,7 +24,7 @@ import (
 // (identities in trust domain td). Any error rejects the whole snapshot.
 func BuildPolicy(snap *config.Snapshot, w policy.Workload, td spiffeid.TrustDomain, httpClient *http.Client, log *slog.Logger) (*proxy.Policy, error) {
 	ix := policy.NewIndex(snap)
-	eng, err := authz.New(ix.AuthorizationPolicies(w), ix.Mesh(), authz.Options{Logger: log})
+	eng, err := authz.New(ix.AuthorizationPolicies(w), ix.Mesh(), authz.Options{Logger: log, TrustDomain: td.Name()})
 	if err != nil {
 		return nil, fmt.Errorf("authorization policies for %s/%s: %w", w.Namespace, w.Name, err)
 	}
@@ -32,6 +32,13 @@ func BuildPolicy(snap *config.Snapshot, w policy.Workload, td spiffeid.TrustDoma
 		PeerAuthn:    peerAuthn(ix.PeerAuthentication(w)),
 		Authorizer:   authorizer{eng},
 		Destinations: destinationRules{ix: ix, w: w},
+	}
+	for i, a := range ix.Mesh().GetTrustDomainAliases() {
+		td, err := spiffeid.TrustDomainFromString(a)
+		if err != nil {
+			return nil, fmt.Errorf("meshConfig.trustDomainAliases[%d] %q: %w", i, a, err)
+		}
+		pol.TrustDomainAliases = append(pol.TrustDomainAliases, td)
 	}
 	if ras := ix.RequestAuthentications(w); len(ras) > 0 {
 		a, err := jwt.New(ras, jwt.Options{HTTPClient: httpClient, Logger: log})

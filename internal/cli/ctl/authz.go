@@ -45,6 +45,7 @@ type authzCheckOptions struct {
 	claims           []string
 	tcp              bool
 	output           string
+	trustDomain      string
 }
 
 func newAuthzCheckCmd(env *cmdenv.Env) *cobra.Command {
@@ -104,7 +105,7 @@ Exit status: 0 whatever the decision; 2 for bad flags or invalid configuration.`
 			}
 			ix := policy.NewIndex(snap)
 			w := policy.Workload{Namespace: o.namespace, Labels: o.labels}
-			engine, err := authz.New(ix.AuthorizationPolicies(w), ix.Mesh(), authz.Options{Logger: env.Logger})
+			engine, err := authz.New(ix.AuthorizationPolicies(w), ix.Mesh(), authz.Options{Logger: env.Logger, TrustDomain: o.trustDomain})
 			if err != nil {
 				return cmdenv.Exit(2, err)
 			}
@@ -127,6 +128,7 @@ Exit status: 0 whatever the decision; 2 for bad flags or invalid configuration.`
 	f := c.Flags()
 	f.StringArrayVarP(&o.files, "filename", "f", nil, "file or directory of Istio YAML (repeatable)")
 	f.StringVar(&o.namespace, "namespace", "", "namespace of the workload receiving the request (required)")
+	f.StringVar(&o.trustDomain, "trust-domain", "", "the workload's trust domain, for trustDomainAliases (default: MeshConfig's trustDomain)")
 	f.StringToStringVar(&o.labels, "labels", nil, "labels of the workload, k=v,k2=v2")
 	f.StringVar(&o.principal, "principal", "", "peer identity (source.principal): spiffe://TD/ns/NS/sa/SA or TD/ns/NS/sa/SA")
 	f.StringVar(&o.sourceNamespace, "source-namespace", "", "peer namespace when --principal does not give one")
