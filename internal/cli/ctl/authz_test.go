@@ -23,6 +23,9 @@ func TestAuthzCheck(t *testing.T) {
 	}{
 		{"allowed by principal", []string{"--principal", "spiffe://cluster.local/ns/default/sa/sleep", "--path", "/info/version"}, 0, "allow.golden"},
 		{"no ALLOW match", []string{"--principal", "spiffe://cluster.local/ns/other/sa/x", "--method", "POST", "--path", "/data"}, 0, "deny-default.golden"},
+		// The policy names cluster.local, which stands for the workload's trust domain.
+		{"cluster.local principal in another trust domain", []string{"--trust-domain", "example.org", "--principal", "spiffe://example.org/ns/default/sa/sleep", "--path", "/info/version", "-o", "json"}, 0, "allow-trust-domain.golden"},
+		{"without --trust-domain the mesh's cluster.local applies", []string{"--principal", "spiffe://example.org/ns/default/sa/sleep", "--path", "/info/version", "-o", "json"}, 0, "deny-other-trust-domain.golden"},
 		{"denied, encoded slash normalized", []string{"--principal", "spiffe://cluster.local/ns/default/sa/sleep", "--port", "8080", "--path", "/%2Fadmin/x", "-o", "json"}, 0, "deny-json.golden"},
 		{"TCP: DENY with HTTP fields matches", []string{"--port", "8080", "--tcp", "-o", "json"}, 0, "deny-tcp.golden"},
 		{"request principal and claims", []string{"--request-principal", "https://issuer.example/alice", "--claim", "groups=dev", "--claim", "groups=admins", "--path", "/x", "-o", "json"}, 0, "allow-claims.golden"},
