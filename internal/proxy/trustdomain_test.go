@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,20 +24,22 @@ func TestInboundTrustDomains(t *testing.T) {
 		return spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString(td), clientPath)
 	}
 	cases := []struct {
-		name      string
-		aliases   []spiffeid.TrustDomain
-		client    spiffeid.ID
-		wantAdmit bool
+		name       string
+		aliases    []spiffeid.TrustDomain
+		client     spiffeid.ID
+		wantAdmit  bool
+		wantReason string // the handshake-failure metric's reason when refused
 	}{
-		{"own trust domain", nil, clientIn("cluster.local"), true},
-		{"same root, another trust domain, no alias", nil, clientIn("old-td"), false},
-		{"same root, an alias", []spiffeid.TrustDomain{oldTD}, clientIn("old-td"), true},
-		{"same root, neither own nor alias", []spiffeid.TrustDomain{oldTD}, clientIn("other-td"), false},
+		{"own trust domain", nil, clientIn("cluster.local"), true, ""},
+		{"same root, another trust domain, no alias", nil, clientIn("old-td"), false, "peer_trust_domain_mismatch"},
+		{"same root, an alias", []spiffeid.TrustDomain{oldTD}, clientIn("old-td"), true, ""},
+		{"same root, neither own nor alias", []spiffeid.TrustDomain{oldTD}, clientIn("other-td"), false, "peer_trust_domain_mismatch"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			certs := newCertSource(ca.svid(t, serverPath, time.Time{}, time.Time{}), ca.bundle())
-			sc := meshtest.StartSidecar(t, meshtest.SidecarOptions{Certs: certs, Apps: []netip.AddrPort{echo.Addr},
+			obs := &handshakeReasons{}
+			sc := meshtest.StartSidecar(t, meshtest.SidecarOptions{Certs: certs, Apps: []netip.AddrPort{echo.Addr}, Observer: obs,
 				Policy: &proxy.Policy{PeerAuthn: strict(), TrustDomainAliases: tc.aliases}})
 			c, err := mtlsDial(t, sc.Inbound, ca.svidFor(t, tc.client, time.Time{}, time.Time{}), "", "http/1.1")
 			if err == nil {
@@ -44,8 +48,42 @@ func TestInboundTrustDomains(t *testing.T) {
 			if admitted := err == nil; admitted != tc.wantAdmit {
 				t.Errorf("admitted = %v (err %v), want %v", admitted, err, tc.wantAdmit)
 			}
+			if tc.wantReason != "" && !obs.await(tc.wantReason) {
+				t.Errorf("handshake failures %q, want one with reason %q", obs.get(), tc.wantReason)
+			}
 		})
 	}
+}
+
+// handshakeReasons is an Observer that keeps the reasons of failed handshakes.
+type handshakeReasons struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (h *handshakeReasons) Observe(*proxy.Record) {}
+
+func (h *handshakeReasons) HandshakeFailed(_ proxy.Direction, reason string) {
+	h.mu.Lock()
+	h.reasons = append(h.reasons, reason)
+	h.mu.Unlock()
+}
+
+func (h *handshakeReasons) get() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.reasons)
+}
+
+// await waits up to 5 s for reason: the sidecar reports after the client has seen the
+// alert.
+func (h *handshakeReasons) await(reason string) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if slices.Contains(h.get(), reason) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestOutboundTrustDomainAliases is a trust domain migration from old-td to
