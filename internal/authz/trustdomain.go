@@ -50,8 +50,9 @@ func (t trustDomains) expandPrincipals(vs []string) []string {
 			out = appendNew(out, v)
 			continue
 		}
+		pattern := compileStr(vtd)
 		for _, td := range t {
-			if suffixPattern(td, vtd) {
+			if pattern.kind == strSuffix && pattern.match(td) {
 				out = appendNew(out, v)
 			} else {
 				out = appendNew(out, td+v[len(vtd):])
@@ -78,22 +79,10 @@ func (t trustDomains) expandTrustDomains(vs []string) []string {
 }
 
 // trustDomainMatch reports whether a and b are equal or one is a "*" pattern (prefix
-// or suffix) that matches the other, as Istio compares a policy's trust domain with
-// the mesh's.
+// or suffix, as policy values are) that matches the other, as Istio compares a
+// policy's trust domain with the mesh's.
 func trustDomainMatch(a, b string) bool {
-	return a == b || b == "*" || prefixPattern(a, b) || prefixPattern(b, a) || suffixPattern(a, b) || suffixPattern(b, a)
-}
-
-// prefixPattern: pattern ends in "*" and s starts with the rest.
-func prefixPattern(s, pattern string) bool {
-	p, ok := strings.CutSuffix(pattern, "*")
-	return ok && strings.HasPrefix(s, p)
-}
-
-// suffixPattern: pattern starts with "*" and s ends with the rest.
-func suffixPattern(s, pattern string) bool {
-	p, ok := strings.CutPrefix(pattern, "*")
-	return ok && strings.HasSuffix(s, p)
+	return compileStr(b).match(a) || compileStr(a).match(b)
 }
 
 func appendNew(out []string, v string) []string {
