@@ -42,6 +42,10 @@ const (
 	// us buffer across all of its streams; data is credited back as it is consumed.
 	muxStreamWindow = 256 << 10
 	muxConnWindow   = 1 << 20
+	// muxWriteBuf is what one flush can carry: a full TLS record (16 KiB of plaintext
+	// at most), so the frames of ~14 streams answering together with 1 KiB each cost
+	// one record and one write(2), where the pools' 4 KiB buffers cost four.
+	muxWriteBuf = 16 << 10
 	// muxMaxStreams is the server's SETTINGS_MAX_CONCURRENT_STREAMS.
 	muxMaxStreams = 256
 	// HTTP/2's initial values (RFC 9113 §6.5.2) until the peer's SETTINGS say otherwise.
@@ -64,9 +68,10 @@ type muxConn struct {
 	fr     *http2.Framer
 	server bool
 
-	wmu       sync.Mutex // fr writes, bw, henc, hbuf, flushOwed
+	wmu       sync.Mutex // fr writes, bw, henc, hbuf, flushOwed, yielded
 	wwait     atomic.Int32
 	flushOwed bool // frames a writer left in bw for the next one to flush
+	yielded   int  // writers in unlockW's yield, the last of which flushes
 	henc      *hpack.Encoder
 	hbuf      bytes.Buffer
 
@@ -239,31 +244,45 @@ func (mc *muxConn) lockW() {
 	mc.wwait.Add(-1)
 }
 
-// unlockW releases the write lock. A writer that wants its frames sent flushes only
-// when no other writer is waiting for the lock; otherwise it leaves the flush to that
-// one (which passes it on in turn), so concurrent streams share one write(2) and one
-// TLS record instead of one each. A sidecar runs on one CPU, though, where its
-// goroutines take turns and the lock is hardly ever contended: so while other streams
-// of the connection are in flight, the writer first yields once (runtime.Gosched), and
-// the streams that were ready to write add their frames before the one flush. With a
-// single stream in flight every flush happens at once.
+// unlockW releases the write lock; flush asks for the caller's frames to be sent.
+//
+// Concurrent streams should share one write(2) and one TLS record rather than pay one
+// each, so a flush is owed (flushOwed) until one writer does it for everybody:
+//   - a writer that finds another waiting for the lock leaves the flush to it;
+//   - a sidecar runs on one CPU, though, where its goroutines take turns and the lock
+//     is hardly ever contended: so while other streams of the connection are in
+//     flight, the writer yields once (runtime.Gosched) to let the goroutines that are
+//     ready add their frames first, and the last writer to come back from its yield
+//     flushes;
+//   - while a writer is yielding (yielded > 0), others just add their frames: the
+//     yielder's flush carries them. Without this, each writer coming back found the
+//     flush the next one had just asked for and sent one record per stream.
+//
+// With a single stream in flight every flush happens at once.
 func (mc *muxConn) unlockW(flush bool, err error) error {
-	if err != nil || !(flush || mc.flushOwed) {
+	if err != nil {
 		mc.wmu.Unlock()
 		return err
 	}
-	if mc.wwait.Load() == 0 && mc.othersActive() {
+	if flush {
 		mc.flushOwed = true
+	}
+	if !mc.flushOwed || mc.yielded > 0 {
+		mc.wmu.Unlock()
+		return nil
+	}
+	if mc.wwait.Load() == 0 && mc.othersActive() {
+		mc.yielded++
 		mc.wmu.Unlock()
 		runtime.Gosched()
 		mc.lockW()
-		if !mc.flushOwed { // another writer flushed these frames with its own
+		mc.yielded--
+		if !mc.flushOwed || mc.yielded > 0 { // flushed already, or a later yielder will
 			mc.wmu.Unlock()
 			return nil
 		}
 	}
-	if mc.wwait.Load() > 0 {
-		mc.flushOwed = true // the writer waiting for the lock flushes
+	if mc.wwait.Load() > 0 { // the writer waiting for the lock flushes
 		mc.wmu.Unlock()
 		return nil
 	}

@@ -199,52 +199,82 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 }
 
 // TestMuxWritesCoalesce: on one CPU, as a sidecar runs, streams that answer together
-// share a write: a writer with other streams in flight yields before it flushes. With
-// one stream in flight a flush is immediate.
+// share a write: a writer with other streams in flight yields before it flushes, and
+// the last one back from its yield flushes for all. With one stream in flight a flush
+// is immediate.
 func TestMuxWritesCoalesce(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	var w countingWriter
-	mc := newMuxConn(nil, bufio.NewReader(strings.NewReader("")), bufio.NewWriterSize(&w, 64<<10), true)
-	fields := []hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-length", Value: "0"}}
 	const n = 8
-	mc.active = n
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := mc.writeHeaders(uint32(2*i+1), fields, true, true); err != nil {
-				t.Error(err)
+	body := bytes.Repeat([]byte("x"), 1024)
+	for _, tc := range []struct {
+		name      string
+		withBody  bool // a HEADERS frame without a flush, then DATA with one
+		maxWrites int
+	}{
+		{"headers only", false, n / 2},
+		// The server's usual answer. Each writer coming back from its yield used to
+		// flush the DATA the next one had just added: n writes.
+		{"headers and body", true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var w countingWriter
+			mc := newMuxConn(nil, bufio.NewReader(strings.NewReader("")), bufio.NewWriterSize(&w, 64<<10), true)
+			fields := []hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-length", Value: "0"}}
+			if tc.withBody {
+				fields[1].Value = "1024"
 			}
-		}()
-	}
-	wg.Wait()
-	if w.writes > n/2 {
-		t.Errorf("%d streams answering together made %d writes, want at most %d", n, w.writes, n/2)
-	}
-	fr := http2.NewFramer(nil, &w.Buffer)
-	seen := map[uint32]bool{}
-	for {
-		f, err := fr.ReadFrame()
-		if err == io.EOF {
-			break
-		} else if err != nil {
-			t.Fatalf("reading what was written: %v", err)
-		}
-		if h, ok := f.(*http2.HeadersFrame); ok && h.StreamEnded() && h.HeadersEnded() {
-			seen[h.StreamID] = true
-		}
-	}
-	if len(seen) != n {
-		t.Errorf("the connection carried the HEADERS of %d streams, want %d", len(seen), n)
-	}
+			answer := func(id uint32) error {
+				if !tc.withBody {
+					return mc.writeHeaders(id, fields, true, true)
+				}
+				mc.mu.Lock()
+				s := mc.newStreamLocked(id)
+				mc.mu.Unlock()
+				if err := mc.writeHeaders(id, fields, false, false); err != nil {
+					return err
+				}
+				return mc.writeData(s, body, true, true)
+			}
+			mc.active = n
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := answer(uint32(2*i + 1)); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			if w.writes > tc.maxWrites {
+				t.Errorf("%d streams answering together made %d writes, want at most %d", n, w.writes, tc.maxWrites)
+			}
+			fr := http2.NewFramer(nil, &w.Buffer)
+			ended := map[uint32]bool{}
+			for {
+				f, err := fr.ReadFrame()
+				if err == io.EOF {
+					break
+				} else if err != nil {
+					t.Fatalf("reading what was written: %v", err)
+				}
+				if f.Header().Flags.Has(http2.FlagHeadersEndStream) { // the same bit for DATA
+					ended[f.Header().StreamID] = true
+				}
+			}
+			if len(ended) != n {
+				t.Errorf("the connection carried the end of %d streams, want %d", len(ended), n)
+			}
 
-	mc.active = 1
-	before := w.writes
-	if err := mc.writeHeaders(99, fields, true, true); err != nil {
-		t.Fatal(err)
-	}
-	if w.writes != before+1 {
-		t.Errorf("a lone stream's flush made %d writes, want 1 at once", w.writes-before)
+			mc.active = 1
+			before := w.writes
+			if err := answer(99); err != nil {
+				t.Fatal(err)
+			}
+			if w.writes != before+1 {
+				t.Errorf("a lone stream's answer made %d writes, want 1 at once", w.writes-before)
+			}
+		})
 	}
 }

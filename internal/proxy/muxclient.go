@@ -109,7 +109,7 @@ func (mp *muxPool) connect(ctx context.Context) (*muxConn, error) {
 	}
 	// Own buffers, not the pools': the connection lives long and its buffers are in
 	// use by several goroutines until the last of them is done.
-	bw := bufio.NewWriterSize(c, bufSize)
+	bw := bufio.NewWriterSize(c, muxWriteBuf)
 	bw.WriteString(http2.ClientPreface) //nolint:errcheck // settings' Flush reports it
 	mc := newMuxConn(c, bufio.NewReaderSize(c, bufSize), bw, false)
 	mc.peer, mc.now = peer, mp.p.now

@@ -28,9 +28,9 @@ func (p *Proxy) serveMux(ctx context.Context, cs *connState, c net.Conn, br *buf
 		p.log.Debug("HTTP/2 connection without the client preface", "peer", cs.src.String())
 		return
 	}
-	br.Discard(len(preface))              //nolint:errcheck // peeked
-	c.SetReadDeadline(time.Time{})        //nolint:errcheck
-	bw := bufio.NewWriterSize(c, bufSize) // not pooled: stream goroutines may outlive a failed read
+	br.Discard(len(preface))                  //nolint:errcheck // peeked
+	c.SetReadDeadline(time.Time{})            //nolint:errcheck
+	bw := bufio.NewWriterSize(c, muxWriteBuf) // not pooled: stream goroutines may outlive a failed read
 	mc := newMuxConn(c, br, bw, true)
 	mc.now = p.now
 	var streams sync.WaitGroup
