@@ -81,6 +81,10 @@ func (a authorizer) Authorize(ctx context.Context, r *proxy.Request) proxy.Decis
 		Path:            r.Path,
 	}
 	if r.Headers != nil {
+		// Counted first so that the slice is allocated once, not grown per header.
+		n := 0
+		r.Headers.Each(func(string, string) { n++ })
+		ar.Headers = make([]authz.Header, 0, n)
 		r.Headers.Each(func(name, value string) { ar.Headers = append(ar.Headers, authz.Header{Name: name, Value: value}) })
 	}
 	if r.Auth != nil {
