@@ -9,8 +9,9 @@
 # Figures, each the median of BENCH_REPS repetitions, the paths interleaved (see
 # "measuring"): latency p50/p99 at 1,000 req/s over 16 connections; CPU seconds per
 # 1,000 requests per proxy (utime+stime of the proxy's process tree from /proc); each
-# proxy's peak RSS (VmHWM) and, sampled every 0.25 s under load, its peak private memory
-# (USS, not shared with other processes), both in MiB; maximum throughput (-qps 0 -c 32);
+# proxy's peak RSS (VmHWM) and, sampled every 0.25 s during the maximum-throughput and
+# new-connection runs, its peak private memory (USS, not shared with other processes),
+# both in MiB; maximum throughput (-qps 0 -c 32);
 # new-connection latency (-keepalive=false). Every figure is also given as a
 # meshguard/nginx ratio, and CPU and throughput as the ratio within each repetition.
 # Output: a table on stdout and a JSON file (BENCH_OUT).
@@ -162,26 +163,40 @@ sum_kib() {
 # Peak RSS (VmHWM) of a process tree.
 tree_hwm_kib() { sum_kib status '/^VmHWM:/ {print $2}' $(tree_pids "$1"); }
 
-# uss_kib PID...: private memory (USS: Private_Clean + Private_Dirty) of the processes:
-# what they hold that no other process shares. Peak RSS also counts the pages of the
-# executable and shared libraries, which every process mapping them shares (all the
-# sidecars of a node run one binary).
-uss_kib() { sum_kib smaps_rollup '/^Private_(Clean|Dirty):/ {u += $2} END {print u + 0}' "$@"; }
-
-# sample_uss OUT CLIENT_PID SERVER_PID: until killed, samples both trees' private memory
-# every 0.25 s and keeps the largest of each in OUT ("client server", KiB).
-# The trees are listed once: a proxy's processes do not change while it is measured.
-sample_uss() {
-  local out=$1 ctree stree cmax=0 smax=0 c s
-  ctree=$(tree_pids "$2") stree=$(tree_pids "$3")
-  while :; do
-    c=$(uss_kib $ctree) s=$(uss_kib $stree)
-    ((c > cmax)) && cmax=$c
-    ((s > smax)) && smax=$s
-    echo "$cmax $smax" >"$out"
-    sleep 0.25
-  done
-}
+# USS_SAMPLER OUT "CLIENT_PIDS" "SERVER_PIDS": until stopped, samples both process
+# lists' private memory (USS: Private_Clean + Private_Dirty from smaps_rollup, what no
+# other process shares) every 0.25 s and keeps the largest of each in OUT ("client
+# server", KiB), starting from what OUT already holds. Peak RSS also counts the pages of
+# the executable and shared libraries, which every process mapping them shares (all the
+# sidecars of a node run one binary). One process that forks nothing: a shell loop of
+# awk calls cost 15-20% of both CPUs and doubled the p99 of whatever was measured
+# beside it.
+USS_SAMPLER='
+import os, signal, sys, time
+out, client, server = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+try:
+    cmax, smax = (int(x) for x in open(out).read().split())
+except (OSError, ValueError):
+    cmax = smax = 0
+def uss(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    cmax, smax = max(cmax, uss(client)), max(smax, uss(server))
+    with open(out + ".tmp", "w") as f:
+        f.write(f"{cmax} {smax}\n")
+    os.replace(out + ".tmp", out)
+    time.sleep(0.25)
+'
 
 # ---------------------------------------------------------------- certificates
 # One CA hierarchy for both pairs, made by meshguard itself: `ctl pki create-root` and
@@ -385,24 +400,28 @@ if [ -n "$MG_CLIENT_PID" ]; then
   NAMES+=(meshguard)
 fi
 
-# begin_path NAME: starts the path's private-memory sampler and warms it up
-# (connections, TLS sessions, pools, Go heap).
-declare -A SAMPLER=()
+# begin_path NAME: warms the path up (connections, TLS sessions, pools, Go heap) and
+# lists its proxies' processes for the memory sampler (they do not change while the
+# path is measured).
+declare -A CTREE=() STREE=()
 begin_path() {
   local name=$1
   mkdir -p "$WORK/results/$name"
-  if [ -n "${CPID[$name]:-}" ]; then
-    sample_uss "$WORK/results/$name/uss_kib" "${CPID[$name]}" "${SPID[$name]}" &
-    SAMPLER[$name]=$!
-    PIDS+=($!)
-  fi
   "${PIN_A[@]}" "$FORTIO" load -quiet -qps 1000 -c 16 -t 2s "http://127.0.0.1:${PORT[$name]}$URL_PATH" >/dev/null 2>&1 || true
+  if [ -n "${CPID[$name]:-}" ]; then
+    CTREE[$name]=$(tree_pids "${CPID[$name]}") STREE[$name]=$(tree_pids "${SPID[$name]}")
+  fi
 }
 
 # run_rep NAME REP: one repetition of the three load runs, writing fortio's JSON and the
-# proxies' CPU ticks under $WORK/results/NAME/REP.
+# proxies' CPU ticks under $WORK/results/NAME/REP. The private-memory sampler runs
+# during this path's maximum-throughput and new-connection runs only: nothing but the
+# load generator and the path itself runs while latency and CPU are measured at 1,000
+# req/s, and another path's sampler never runs beside this one. (Those two runs hold
+# the most connections and streams, so they set the peak; the kernel records peak RSS
+# itself, with no sampling.)
 run_rep() {
-  local name=$1 rep=$2 cpid=${CPID[$1]:-} spid=${SPID[$1]:-} dir c0=0 s0=0 c1=0 s1=0
+  local name=$1 rep=$2 cpid=${CPID[$1]:-} spid=${SPID[$1]:-} dir c0=0 s0=0 c1=0 s1=0 sampler=""
   local url="http://127.0.0.1:${PORT[$name]}$URL_PATH"
   dir="$WORK/results/$name/$rep"
   mkdir -p "$dir"
@@ -414,23 +433,28 @@ run_rep() {
   [ -n "$cpid" ] && c1=$(tree_ticks "$cpid")
   [ -n "$spid" ] && s1=$(tree_ticks "$spid")
   echo "$((c1 - c0)) $((s1 - s0))" >"$dir/cpu_ticks"
+  if [ -n "$cpid" ]; then
+    python3 -c "$USS_SAMPLER" "$WORK/results/$name/uss_kib" "${CTREE[$name]}" "${STREE[$name]}" &
+    sampler=$!
+    PIDS+=($!)
+  fi
   "${PIN_A[@]}" "$FORTIO" load -quiet -qps 0 -c 32 -t "$DUR" -p 50,99 -json "$dir/max.json" "$url" >"$dir/max.log" 2>&1 ||
     die "$name, repetition $rep: fortio at maximum throughput failed: $(tail -5 "$dir/max.log")"
   "${PIN_A[@]}" "$FORTIO" load -quiet -qps "$NEWCONN_QPS" -c 16 -t "$DUR" -uniform -keepalive=false -p 50,99 \
     -json "$dir/newconn.json" "$url" >"$dir/newconn.log" 2>&1 ||
     die "$name, repetition $rep: fortio without keep-alive failed: $(tail -5 "$dir/newconn.log")"
+  if [ -n "$sampler" ]; then
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+  fi
 }
 
-# end_path NAME: records the proxies' peak RSS and stops the sampler.
+# end_path NAME: records the proxies' peak RSS.
 end_path() {
   local name=$1 ch=0 sh=0
   [ -n "${CPID[$name]:-}" ] && ch=$(tree_hwm_kib "${CPID[$name]}")
   [ -n "${SPID[$name]:-}" ] && sh=$(tree_hwm_kib "${SPID[$name]}")
   echo "$ch $sh" >"$WORK/results/$name/hwm_kib"
-  if [ -n "${SAMPLER[$name]:-}" ]; then
-    kill "${SAMPLER[$name]}" 2>/dev/null || true
-    wait "${SAMPLER[$name]}" 2>/dev/null || true
-  fi
 }
 
 for name in "${NAMES[@]}"; do begin_path "$name"; done
