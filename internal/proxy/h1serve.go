@@ -262,7 +262,7 @@ func (ex *h1Exchange) sendRequest(up *upConn, skip func([]byte) bool, extra stri
 			return err
 		}
 	}
-	return up.bw.Flush()
+	return flushBeforeRead(up.bw, up.c) // the caller reads the response next
 }
 
 func (p *Proxy) observeTimed(r *Record) {

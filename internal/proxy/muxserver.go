@@ -371,7 +371,7 @@ func (p *Proxy) muxRequestToApp(mc *muxConn, s *muxStream, mx *muxExchange, up *
 	if hasBody {
 		rec.BytesReceived, err = mc.writeH1Body(up.bw, s, req.chunked, req.contentLength)
 	} else {
-		err = up.bw.Flush()
+		err = flushBeforeRead(up.bw, up.c) // written by readHead's read
 	}
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"os"
@@ -33,7 +34,21 @@ type sysConn struct {
 	rerr, werr syscall.Errno
 	readFn     func(fd uintptr) bool
 	writeFn    func(fd uintptr) bool
+
+	// A request's last write can be left to the read that waits for its answer
+	// (flushBeforeRead). deferNext and pend are guarded by wmu; the rest belong to
+	// the read in progress.
+	deferNext   bool
+	pend        []byte
+	pendWrite   bool          // the read's first callback writes pend
+	pendRest    bool          // the socket took only part of pend: Read writes the rest
+	pendErr     syscall.Errno // the deferred write failed
+	writeReadFn func(fd uintptr) bool
 }
+
+// maxDeferredWrite bounds what a sysConn copies to write later (and so keeps a buffer
+// for): one flush of the pools' bufSize writers, with room for a TLS record's framing.
+const maxDeferredWrite = 2 * bufSize
 
 // newSysConn wraps a TCP connection; anything else is returned unchanged.
 func newSysConn(c net.Conn) net.Conn {
@@ -46,8 +61,36 @@ func newSysConn(c net.Conn) net.Conn {
 		return c
 	}
 	sc := &sysConn{TCPConn: tc, rc: rc}
-	sc.readFn, sc.writeFn = sc.readOnce, sc.writeAll
+	sc.readFn, sc.writeFn, sc.writeReadFn = sc.readOnce, sc.writeAll, sc.writeThenRead
 	return sc
+}
+
+// flushBeforeRead flushes bw, the writer of c, when what c does next is read the
+// peer's answer to what bw holds (an upstream request). On a sysConn the write is left
+// to that read: it is made inside the read's wait for readiness, so the read(2) that
+// would only have found nothing yet (EAGAIN) is not made; one system call less per
+// request. This is safe only where the peer sends nothing before it has the request:
+// the netpoller's readiness is reset before that write, so an answer to it cannot be
+// missed, but data that arrived earlier and was already reported ready would be
+// (a pipelining HTTP/1.1 client's next request). Never for downstream connections.
+func flushBeforeRead(bw *bufio.Writer, c net.Conn) error {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS: the socket underneath
+		c = tc.NetConn()
+	}
+	sc, ok := c.(*sysConn)
+	if !ok || bw.Buffered() == 0 {
+		return bw.Flush()
+	}
+	sc.setDeferNext(true)
+	err := bw.Flush()
+	sc.setDeferNext(false) // a Flush that wrote nothing (a sticky error) leaves no flag
+	return err
+}
+
+func (c *sysConn) setDeferNext(v bool) {
+	c.wmu.Lock()
+	c.deferNext = v
+	c.wmu.Unlock()
 }
 
 func (c *sysConn) Read(b []byte) (int, error) {
@@ -57,13 +100,66 @@ func (c *sysConn) Read(b []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerr = b, 0, 0
-	err := c.rc.Read(c.readFn)
+	c.wmu.Lock()
+	deferred := len(c.pend) > 0
+	c.wmu.Unlock()
+	var err error
+	if !deferred {
+		err = c.rc.Read(c.readFn)
+	} else {
+		c.pendWrite, c.pendRest, c.pendErr = true, false, 0
+		err = c.rc.Read(c.writeReadFn)
+		switch {
+		case err != nil:
+		case c.pendErr != 0:
+			c.rbuf = nil
+			return 0, c.opError("write", os.NewSyscallError("write", c.pendErr))
+		case c.pendRest: // the send buffer was full: the rest as any write, then read
+			if err = c.flushPend(); err == nil {
+				err = c.rc.Read(c.readFn)
+			}
+		}
+	}
 	c.rbuf = nil
 	n, err := c.result("read", c.rn, err, c.rerr)
 	if err == nil && n == 0 {
 		return 0, io.EOF
 	}
 	return n, err
+}
+
+// writeThenRead is a read's callback when a write was left to it: its first call
+// writes, and then waits for readiness without reading (RawConn reset the readiness
+// before calling it, so the answer cannot be missed); later calls read.
+func (c *sysConn) writeThenRead(fd uintptr) bool {
+	if !c.pendWrite {
+		return c.readOnce(fd)
+	}
+	c.pendWrite = false
+	c.wmu.Lock()
+	wrote := len(c.pend) > 0
+	for len(c.pend) > 0 {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&c.pend[0])), uintptr(len(c.pend)))
+		switch e {
+		case 0:
+			c.pend = c.pend[:copy(c.pend, c.pend[r:])]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			c.pendRest = true
+			c.wmu.Unlock()
+			return true
+		default:
+			c.pendErr = e
+			c.pend = c.pend[:0]
+			c.wmu.Unlock()
+			return true
+		}
+	}
+	c.wmu.Unlock()
+	if !wrote { // a Write sent it first
+		return c.readOnce(fd)
+	}
+	return false
 }
 
 // readOnce makes one read(2); false asks the netpoller to wait for readiness.
@@ -85,12 +181,46 @@ func (c *sysConn) readOnce(fd uintptr) bool {
 	}
 }
 
+// Write writes b, or after flushBeforeRead's setDeferNext keeps a copy of it for the
+// next Read to write. Anything kept goes out before the next Write's bytes; Close
+// drops it (the request was abandoned).
 func (c *sysConn) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.deferNext {
+		c.deferNext = false
+		if len(c.pend) == 0 && len(b) <= maxDeferredWrite {
+			c.pend = append(c.pend, b...)
+			return len(b), nil
+		}
+	}
+	if len(c.pend) > 0 {
+		_, err := c.writeLocked(c.pend)
+		c.pend = c.pend[:0]
+		if err != nil {
+			return 0, err
+		}
+	}
+	return c.writeLocked(b)
+}
+
+// flushPend writes what a read left unwritten.
+func (c *sysConn) flushPend() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.pend) == 0 {
+		return nil
+	}
+	_, err := c.writeLocked(c.pend)
+	c.pend = c.pend[:0]
+	return err
+}
+
+// writeLocked writes b through the netpoller; wmu is held.
+func (c *sysConn) writeLocked(b []byte) (int, error) {
 	c.wbuf, c.wn, c.werr = b, 0, 0
 	err := c.rc.Write(c.writeFn)
 	c.wbuf = nil

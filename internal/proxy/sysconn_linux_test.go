@@ -1,9 +1,17 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"testing"
@@ -188,5 +196,247 @@ func TestSysConnAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%.1f allocations per write+read round trip; want 0", allocs)
+	}
+}
+
+// selfSignedTLS is a throwaway server certificate for a TLS pair over loopback.
+func selfSignedTLS(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// expectNothing fails if c delivers anything within d.
+func expectNothing(t *testing.T, c net.Conn, d time.Duration) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d)) //nolint:errcheck
+	defer c.SetReadDeadline(time.Time{}) //nolint:errcheck
+	var b [1]byte
+	if n, err := c.Read(b[:]); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("peer received %d bytes (%v) before the read that should write them", n, err)
+	}
+}
+
+// answer reads want from c and then writes reply, in the background.
+func answer(t *testing.T, c net.Conn, want, reply []byte) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil {
+			done <- err
+			return
+		}
+		if !bytes.Equal(got, want) {
+			done <- fmt.Errorf("peer got %q, want %q", got, want)
+			return
+		}
+		_, err := c.Write(reply)
+		done <- err
+	}()
+	return done
+}
+
+// TestFlushBeforeRead: an upstream request's last write is made by the read that waits
+// for the answer, in order with any later write, and fails that read when it fails.
+func TestFlushBeforeRead(t *testing.T) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, sc *sysConn, peer *net.TCPConn)
+	}{
+		{"the read makes the write, then gets the answer", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
+			bw := bufio.NewWriterSize(sc, bufSize)
+			bw.WriteString("GET / HTTP/1.1\r\n\r\n") //nolint:errcheck
+			if err := flushBeforeRead(bw, sc); err != nil || bw.Buffered() != 0 {
+				t.Fatalf("flushBeforeRead = %v, %d bytes left buffered", err, bw.Buffered())
+			}
+			expectNothing(t, peer, 30*time.Millisecond)
+			done := answer(t, peer, []byte("GET / HTTP/1.1\r\n\r\n"), []byte("HTTP/1.1 204 No Content\r\n\r\n"))
+			b := make([]byte, 64)
+			n, err := sc.Read(b)
+			if err != nil || string(b[:n]) != "HTTP/1.1 204 No Content\r\n\r\n" {
+				t.Fatalf("Read = %q, %v", b[:n], err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a later write goes after it", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
+			bw := bufio.NewWriterSize(sc, bufSize)
+			bw.WriteString("one,") //nolint:errcheck
+			if err := flushBeforeRead(bw, sc); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := sc.Write([]byte("two")); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 7)
+			if _, err := io.ReadFull(peer, got); err != nil || string(got) != "one,two" {
+				t.Fatalf("peer got %q, %v; want \"one,two\"", got, err)
+			}
+		}},
+		{"only the flush is deferred", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
+			bw := bufio.NewWriterSize(sc, bufSize)
+			if err := flushBeforeRead(bw, sc); err != nil { // nothing buffered: no flag left behind
+				t.Fatal(err)
+			}
+			if _, err := sc.Write([]byte("now")); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 3)
+			peer.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+			if _, err := io.ReadFull(peer, got); err != nil || string(got) != "now" {
+				t.Fatalf("peer got %q, %v; a plain Write must go at once", got, err)
+			}
+		}},
+		{"more than the bound goes at once", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
+			big := bytes.Repeat([]byte("x"), maxDeferredWrite+1)
+			bw := bufio.NewWriterSize(sc, 2*maxDeferredWrite)
+			bw.Write(big) //nolint:errcheck
+			if err := flushBeforeRead(bw, sc); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(big))
+			peer.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+			if _, err := io.ReadFull(peer, got); err != nil {
+				t.Fatalf("peer read: %v; a write over the bound must not wait for a read", err)
+			}
+		}},
+		{"a failed write is the read's error", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
+			peer.SetLinger(0) //nolint:errcheck // close sends RST
+			peer.Close()
+			time.Sleep(20 * time.Millisecond) // the RST arrives
+			bw := bufio.NewWriterSize(sc, bufSize)
+			bw.WriteString("GET / HTTP/1.1\r\n\r\n") //nolint:errcheck
+			if err := flushBeforeRead(bw, sc); err != nil {
+				t.Fatal(err)
+			}
+			sc.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+			_, err := sc.Read(make([]byte, 64))
+			var oe *net.OpError
+			if !errors.As(err, &oe) || oe.Op != "write" || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Read after a deferred write to a reset peer: %v; want the write's OpError", err)
+			}
+		}},
+		{"a full send buffer: the rest is written before the read waits", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
+			// Small buffers, filled while the peer does not read, so that the deferred
+			// write cannot go out whole.
+			if err := sc.SetWriteBuffer(4096); err != nil {
+				t.Fatal(err)
+			}
+			if err := peer.SetReadBuffer(4096); err != nil {
+				t.Fatal(err)
+			}
+			filler := bytes.Repeat([]byte("f"), 64<<10)
+			var sent int
+			sc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond)) //nolint:errcheck
+			for {
+				n, err := sc.Write(filler)
+				sent += n
+				if err != nil {
+					break
+				}
+			}
+			sc.SetWriteDeadline(time.Time{}) //nolint:errcheck
+			req := bytes.Repeat([]byte("r"), maxDeferredWrite)
+			bw := bufio.NewWriterSize(sc, maxDeferredWrite)
+			bw.Write(req) //nolint:errcheck
+			if err := flushBeforeRead(bw, sc); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				got := make([]byte, sent+len(req))
+				if _, err := io.ReadFull(peer, got); err != nil {
+					done <- err
+					return
+				}
+				if !bytes.Equal(got[sent:], req) {
+					done <- errors.New("the deferred bytes arrived out of order or damaged")
+					return
+				}
+				_, err := peer.Write([]byte("ok"))
+				done <- err
+			}()
+			sc.SetReadDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
+			b := make([]byte, 2)
+			if _, err := io.ReadFull(sc, b); err != nil || string(b) != "ok" {
+				t.Fatalf("Read = %q, %v", b, err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"under TLS", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
+			cert := selfSignedTLS(t)
+			srv := tls.Server(peer, &tls.Config{Certificates: []tls.Certificate{cert}})
+			cli := tls.Client(sc, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a throwaway loopback pair
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Handshake() }()
+			if err := cli.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			bw := bufio.NewWriterSize(cli, bufSize)
+			bw.WriteString("ping") //nolint:errcheck
+			if err := flushBeforeRead(bw, cli); err != nil {
+				t.Fatal(err)
+			}
+			expectNothing(t, srv, 30*time.Millisecond)
+			done := answer(t, srv, []byte("ping"), []byte("pong"))
+			cli.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+			b := make([]byte, 4)
+			if _, err := io.ReadFull(cli, b); err != nil || string(b) != "pong" {
+				t.Fatalf("Read = %q, %v", b, err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sc, peer := sysPair(t)
+			tt.run(t, sc, peer)
+		})
+	}
+}
+
+// A deferred round trip allocates nothing either, once the connection has its buffer.
+func TestFlushBeforeReadAllocs(t *testing.T) {
+	sc, peer := sysPair(t)
+	bw := bufio.NewWriterSize(sc, bufSize)
+	msg, buf := []byte("0123456789"), make([]byte, 64)
+	go func() { // echoes each message until the connection closes
+		var b [10]byte
+		for {
+			if _, err := io.ReadFull(peer, b[:]); err != nil {
+				return
+			}
+			if _, err := peer.Write(b[:]); err != nil {
+				return
+			}
+		}
+	}()
+	allocs := testing.AllocsPerRun(200, func() {
+		bw.Write(msg) //nolint:errcheck
+		if err := flushBeforeRead(bw, sc); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(sc, buf[:len(msg)]); err != nil || !bytes.Equal(buf[:len(msg)], msg) {
+			t.Fatalf("echo = %q, %v", buf[:len(msg)], err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per deferred round trip; want 0", allocs)
 	}
 }
