@@ -39,6 +39,7 @@ type sysConn struct {
 	// (flushBeforeRead). deferNext and pend are guarded by wmu; the rest belong to
 	// the read in progress.
 	deferNext   bool
+	wrote       bool // something was written since the last Read began
 	pend        []byte
 	pendWrite   bool          // the read's first callback writes pend
 	pendRest    bool          // the socket took only part of pend: Read writes the rest
@@ -71,8 +72,11 @@ func newSysConn(c net.Conn) net.Conn {
 // would only have found nothing yet (EAGAIN) is not made; one system call less per
 // request. This is safe only where the peer sends nothing before it has the request:
 // the netpoller's readiness is reset before that write, so an answer to it cannot be
-// missed, but data that arrived earlier and was already reported ready would be
-// (a pipelining HTTP/1.1 client's next request). Never for downstream connections.
+// missed, but data that arrived earlier and was already reported ready would be (a
+// pipelining HTTP/1.1 client's next request; an app's early answer to a request whose
+// head or body went out in earlier writes). So a write is deferred only when nothing
+// was written since the last read (the whole request is in this flush), and never on
+// downstream connections.
 func flushBeforeRead(bw *bufio.Writer, c net.Conn) error {
 	if tc, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS: the socket underneath
 		c = tc.NetConn()
@@ -102,6 +106,7 @@ func (c *sysConn) Read(b []byte) (int, error) {
 	c.rbuf, c.rn, c.rerr = b, 0, 0
 	c.wmu.Lock()
 	deferred := len(c.pend) > 0
+	c.wrote = false
 	c.wmu.Unlock()
 	var err error
 	if !deferred {
@@ -192,11 +197,12 @@ func (c *sysConn) Write(b []byte) (int, error) {
 	defer c.wmu.Unlock()
 	if c.deferNext {
 		c.deferNext = false
-		if len(c.pend) == 0 && len(b) <= maxDeferredWrite {
+		if !c.wrote && len(c.pend) == 0 && len(b) <= maxDeferredWrite {
 			c.pend = append(c.pend, b...)
 			return len(b), nil
 		}
 	}
+	c.wrote = true
 	if len(c.pend) > 0 {
 		_, err := c.writeLocked(c.pend)
 		c.pend = c.pend[:0]

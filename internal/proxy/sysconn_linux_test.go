@@ -282,6 +282,34 @@ func TestFlushBeforeRead(t *testing.T) {
 				t.Fatalf("peer got %q, %v; want \"one,two\"", got, err)
 			}
 		}},
+		{"after part of the request went out, the rest goes at once", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
+			// The peer may answer from the part it has (a 413 to a body still coming);
+			// that answer could arrive before the read's readiness reset.
+			if _, err := sc.Write([]byte("POST / HTTP/1.1\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			bw := bufio.NewWriterSize(sc, bufSize)
+			bw.WriteString("\r\nbody") //nolint:errcheck
+			if err := flushBeforeRead(bw, sc); err != nil {
+				t.Fatal(err)
+			}
+			want := "POST / HTTP/1.1\r\n\r\nbody"
+			got := make([]byte, len(want))
+			peer.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+			if _, err := io.ReadFull(peer, got); err != nil || string(got) != want {
+				t.Fatalf("peer got %q, %v; want %q without a read on our side", got, err, want)
+			}
+			// A read starts the next exchange: its request may be deferred again.
+			peer.Write([]byte("HTTP/1.1 204 No Content\r\n\r\n")) //nolint:errcheck
+			if _, err := sc.Read(make([]byte, 64)); err != nil {
+				t.Fatal(err)
+			}
+			bw.WriteString("GET / HTTP/1.1\r\n\r\n") //nolint:errcheck
+			if err := flushBeforeRead(bw, sc); err != nil {
+				t.Fatal(err)
+			}
+			expectNothing(t, peer, 30*time.Millisecond)
+		}},
 		{"only the flush is deferred", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
 			bw := bufio.NewWriterSize(sc, bufSize)
 			if err := flushBeforeRead(bw, sc); err != nil { // nothing buffered: no flag left behind
@@ -345,6 +373,12 @@ func TestFlushBeforeRead(t *testing.T) {
 				}
 			}
 			sc.SetWriteDeadline(time.Time{}) //nolint:errcheck
+			// A read in between, as an exchange's answer would be: the filler is not
+			// part of the request, which may then be deferred.
+			peer.Write([]byte("x")) //nolint:errcheck
+			if _, err := sc.Read(make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
 			req := bytes.Repeat([]byte("r"), maxDeferredWrite)
 			bw := bufio.NewWriterSize(sc, maxDeferredWrite)
 			bw.Write(req) //nolint:errcheck
@@ -384,6 +418,12 @@ func TestFlushBeforeRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			// The client's Finished went out last: an exchange's answer is read first,
+			// as on a pooled connection's second request.
+			go srv.Write([]byte("hi")) //nolint:errcheck
+			if _, err := io.ReadFull(cli, make([]byte, 2)); err != nil {
 				t.Fatal(err)
 			}
 			bw := bufio.NewWriterSize(cli, bufSize)
