@@ -78,10 +78,7 @@ func newSysConn(c net.Conn) net.Conn {
 // was written since the last read (the whole request is in this flush), and never on
 // downstream connections.
 func flushBeforeRead(bw *bufio.Writer, c net.Conn) error {
-	if tc, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS: the socket underneath
-		c = tc.NetConn()
-	}
-	sc, ok := c.(*sysConn)
+	sc, ok := socketOf(c).(*sysConn)
 	if !ok || bw.Buffered() == 0 {
 		return bw.Flush()
 	}
@@ -118,7 +115,7 @@ func (c *sysConn) Read(b []byte) (int, error) {
 		case err != nil:
 		case c.pendErr != 0:
 			c.rbuf = nil
-			return 0, c.opError("write", os.NewSyscallError("write", c.pendErr))
+			return c.result("write", 0, nil, c.pendErr)
 		case c.pendRest: // the send buffer was full: the rest as any write, then read
 			if err = c.flushPend(); err == nil {
 				err = c.rc.Read(c.readFn)
@@ -142,27 +139,21 @@ func (c *sysConn) writeThenRead(fd uintptr) bool {
 	}
 	c.pendWrite = false
 	c.wmu.Lock()
-	wrote := len(c.pend) > 0
-	for len(c.pend) > 0 {
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&c.pend[0])), uintptr(len(c.pend)))
-		switch e {
-		case 0:
-			c.pend = c.pend[:copy(c.pend, c.pend[r:])]
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			c.pendRest = true
-			c.wmu.Unlock()
-			return true
-		default:
-			c.pendErr = e
-			c.pend = c.pend[:0]
-			c.wmu.Unlock()
-			return true
-		}
-	}
-	c.wmu.Unlock()
-	if !wrote { // a Write sent it first
+	defer c.wmu.Unlock()
+	if len(c.pend) == 0 { // a Write sent it first
 		return c.readOnce(fd)
+	}
+	c.wbuf, c.wn, c.werr = c.pend, 0, 0
+	done := c.writeAll(fd)
+	c.pend, c.pendErr = c.pend[:copy(c.pend, c.pend[c.wn:])], c.werr
+	c.wbuf = nil
+	switch {
+	case c.pendErr != 0:
+		c.pend = c.pend[:0]
+		return true
+	case !done: // the send buffer is full
+		c.pendRest = true
+		return true
 	}
 	return false
 }
@@ -203,12 +194,8 @@ func (c *sysConn) Write(b []byte) (int, error) {
 		}
 	}
 	c.wrote = true
-	if len(c.pend) > 0 {
-		_, err := c.writeLocked(c.pend)
-		c.pend = c.pend[:0]
-		if err != nil {
-			return 0, err
-		}
+	if err := c.flushPendLocked(); err != nil {
+		return 0, err
 	}
 	return c.writeLocked(b)
 }
@@ -217,6 +204,10 @@ func (c *sysConn) Write(b []byte) (int, error) {
 func (c *sysConn) flushPend() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.flushPendLocked()
+}
+
+func (c *sysConn) flushPendLocked() error {
 	if len(c.pend) == 0 {
 		return nil
 	}
@@ -275,6 +266,14 @@ func (c *sysConn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
+// socketOf returns the connection under a TLS one (c itself otherwise).
+func socketOf(c net.Conn) net.Conn {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		return tc.NetConn()
+	}
+	return c
+}
+
 // tcpConn returns the *net.TCPConn under c, if any.
 func (c *sysConn) tcpConn() *net.TCPConn { return c.TCPConn }
 
@@ -282,10 +281,7 @@ func (c *sysConn) tcpConn() *net.TCPConn { return c.TCPConn }
 // close (EOF), a reset, or data. A non-blocking MSG_PEEK looks without consuming. A TLS
 // connection is looked at underneath: a close_notify alert is data.
 func idleConnReadable(c net.Conn) bool {
-	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
-		c = tc.NetConn()
-	}
-	sc, ok := c.(syscall.Conn)
+	sc, ok := socketOf(c).(syscall.Conn)
 	if !ok {
 		return false
 	}

@@ -244,6 +244,19 @@ func answer(t *testing.T, c net.Conn, want, reply []byte) <-chan error {
 	return done
 }
 
+// expectReply reads want from c within 10 s, then waits for the peer's side (answer).
+func expectReply(t *testing.T, c net.Conn, want string, peerDone <-chan error) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("Read = %q, %v; want %q", got, err, want)
+	}
+	if err := <-peerDone; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestFlushBeforeRead: an upstream request's last write is made by the read that waits
 // for the answer, in order with any later write, and fails that read when it fails.
 func TestFlushBeforeRead(t *testing.T) {
@@ -259,14 +272,7 @@ func TestFlushBeforeRead(t *testing.T) {
 			}
 			expectNothing(t, peer, 30*time.Millisecond)
 			done := answer(t, peer, []byte("GET / HTTP/1.1\r\n\r\n"), []byte("HTTP/1.1 204 No Content\r\n\r\n"))
-			b := make([]byte, 64)
-			n, err := sc.Read(b)
-			if err != nil || string(b[:n]) != "HTTP/1.1 204 No Content\r\n\r\n" {
-				t.Fatalf("Read = %q, %v", b[:n], err)
-			}
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			expectReply(t, sc, "HTTP/1.1 204 No Content\r\n\r\n", done)
 		}},
 		{"a later write goes after it", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
 			bw := bufio.NewWriterSize(sc, bufSize)
@@ -310,7 +316,7 @@ func TestFlushBeforeRead(t *testing.T) {
 			}
 			expectNothing(t, peer, 30*time.Millisecond)
 		}},
-		{"only the flush is deferred", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
+		{"a flush with nothing to write leaves no deferral behind", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
 			bw := bufio.NewWriterSize(sc, bufSize)
 			if err := flushBeforeRead(bw, sc); err != nil { // nothing buffered: no flag left behind
 				t.Fatal(err)
@@ -382,31 +388,15 @@ func TestFlushBeforeRead(t *testing.T) {
 			req := bytes.Repeat([]byte("r"), maxDeferredWrite)
 			bw := bufio.NewWriterSize(sc, maxDeferredWrite)
 			bw.Write(req) //nolint:errcheck
+			// A flush that writes at once would wait for room the peer does not make.
+			sc.SetWriteDeadline(time.Now().Add(2 * time.Second)) //nolint:errcheck
 			if err := flushBeforeRead(bw, sc); err != nil {
-				t.Fatal(err)
+				t.Fatalf("flushBeforeRead: %v; the write should have been left to the read", err)
 			}
-			done := make(chan error, 1)
-			go func() {
-				got := make([]byte, sent+len(req))
-				if _, err := io.ReadFull(peer, got); err != nil {
-					done <- err
-					return
-				}
-				if !bytes.Equal(got[sent:], req) {
-					done <- errors.New("the deferred bytes arrived out of order or damaged")
-					return
-				}
-				_, err := peer.Write([]byte("ok"))
-				done <- err
-			}()
-			sc.SetReadDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
-			b := make([]byte, 2)
-			if _, err := io.ReadFull(sc, b); err != nil || string(b) != "ok" {
-				t.Fatalf("Read = %q, %v", b, err)
-			}
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			sc.SetWriteDeadline(time.Time{}) //nolint:errcheck
+			// The peer gets the filler, then the deferred bytes, in order and whole.
+			done := answer(t, peer, append(bytes.Repeat([]byte("f"), sent), req...), []byte("ok"))
+			expectReply(t, sc, "ok", done)
 		}},
 		{"under TLS", func(t *testing.T, sc *sysConn, peer *net.TCPConn) {
 			cert := selfSignedTLS(t)
@@ -432,15 +422,7 @@ func TestFlushBeforeRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			expectNothing(t, srv, 30*time.Millisecond)
-			done := answer(t, srv, []byte("ping"), []byte("pong"))
-			cli.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
-			b := make([]byte, 4)
-			if _, err := io.ReadFull(cli, b); err != nil || string(b) != "pong" {
-				t.Fatalf("Read = %q, %v", b, err)
-			}
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			expectReply(t, cli, "pong", answer(t, srv, []byte("ping"), []byte("pong")))
 		}},
 	}
 	for _, tt := range tests {
