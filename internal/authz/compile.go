@@ -35,6 +35,21 @@ type compiledRule struct {
 	reason  string           // precomputed: "denied by DENY policy ns/name rule 0"
 }
 
+// readsHeaders reports whether a rule of p has a request.headers field.
+func (p *compiledPolicy) readsHeaders() bool {
+	for i := range p.rules {
+		rl := &p.rules[i]
+		for _, fs := range append(append([][]fieldMatcher{rl.when}, rl.from...), rl.to...) {
+			for j := range fs {
+				if fs[j].attr == attrHeader {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // firstMatch returns the index (in p.rules) of the first rule that matches, or -1.
 func (p *compiledPolicy) firstMatch(ec *evalCtx) int {
 	for i := range p.rules {

@@ -42,6 +42,8 @@ type Engine struct {
 	// brokenCustom is set when a CUSTOM policy names a provider meshguard cannot use;
 	// Istio then denies every request to the workload, and so does the engine.
 	brokenCustom string
+	// readsHeaders: some decision depends on Request.Headers (see ReadsHeaders).
+	readsHeaders bool
 
 	client  *http.Client
 	resolve func(string, uint32) (string, error)
@@ -122,6 +124,12 @@ func New(policies []*config.Object, mesh *meshv1alpha1.MeshConfig, opts Options)
 			}
 		}
 	}
+	e.readsHeaders = len(e.custom) > 0
+	for _, ps := range [][]*compiledPolicy{e.deny, e.allow, e.audit, e.dryAllow, e.dryDeny} {
+		for _, p := range ps {
+			e.readsHeaders = e.readsHeaders || p.readsHeaders()
+		}
+	}
 	list := strings.Join(allowKeys, ", ")
 	if len(allowKeys) > 8 {
 		list = strings.Join(allowKeys[:8], ", ") + fmt.Sprintf(" and %d more", len(allowKeys)-8)
@@ -134,6 +142,12 @@ func New(policies []*config.Object, mesh *meshv1alpha1.MeshConfig, opts Options)
 	e.defaultReason = "allowed: no ALLOW policy applies to the workload and no DENY policy matched"
 	return e, nil
 }
+
+// ReadsHeaders reports whether a decision of e can depend on the request's headers: a
+// policy has a request.headers condition, or a CUSTOM provider is sent them. When it
+// is false, Evaluate never looks at Request.Headers, and a caller may leave them out
+// rather than convert every header line per request.
+func (e *Engine) ReadsHeaders() bool { return e.readsHeaders }
 
 // Normalization returns the path normalization the engine applies.
 func (e *Engine) Normalization() Normalization { return e.norm }

@@ -582,3 +582,41 @@ func TestNewRejectsBadPolicies(t *testing.T) {
 		})
 	}
 }
+
+// ReadsHeaders lets the proxy skip converting header lines per request; it must be
+// true whenever any decision (enforced, dry-run, audit or CUSTOM) can look at them.
+func TestReadsHeaders(t *testing.T) {
+	const meta = "kind: AuthorizationPolicy\nmetadata: {name: p, namespace: foo"
+	mesh := meshtest.MeshConfig(t, `
+extensionProviders:
+- name: ext
+  envoyExtAuthzHttp: {service: ext.foo.svc.cluster.local, port: 8000}
+`)
+	tests := []struct {
+		name     string
+		policies string
+		want     bool
+	}{
+		{"no policy", "", false},
+		{"ALLOW on principals and paths", meta + "}\nspec: {rules: [{from: [{source: {principals: [a]}}], to: [{operation: {paths: [/x]}}]}]}", false},
+		{"ALLOW with a claim condition", meta + "}\nspec: {rules: [{when: [{key: 'request.auth.claims[group]', values: [x]}]}]}", false},
+		{"ALLOW with a header condition", meta + "}\nspec: {rules: [{when: [{key: 'request.headers[x-user]', values: [x]}]}]}", true},
+		{"header condition in a later rule", meta + "}\nspec: {rules: [{to: [{operation: {methods: [GET]}}]}, {when: [{key: 'request.headers[x-user]', notValues: [x]}]}]}", true},
+		{"DENY with a header condition", meta + "}\nspec: {action: DENY, rules: [{when: [{key: 'request.headers[x-user]', values: [x]}]}]}", true},
+		{"AUDIT with a header condition", meta + "}\nspec: {action: AUDIT, rules: [{when: [{key: 'request.headers[x-user]', values: [x]}]}]}", true},
+		{"dry-run ALLOW with a header condition", meta + ", annotations: {istio.io/dry-run: 'true'}}\nspec: {rules: [{when: [{key: 'request.headers[x-user]', values: [x]}]}]}", true},
+		{"dry-run DENY with a header condition", meta + ", annotations: {istio.io/dry-run: 'true'}}\nspec: {action: DENY, rules: [{when: [{key: 'request.headers[x-user]', values: [x]}]}]}", true},
+		{"CUSTOM sends headers to its provider", meta + "}\nspec: {action: CUSTOM, provider: {name: ext}, rules: [{to: [{operation: {paths: [/x]}}]}]}", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := authz.New(objects(t, tc.policies), mesh, authz.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := e.ReadsHeaders(); got != tc.want {
+				t.Errorf("ReadsHeaders() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -166,9 +166,6 @@ func (cs *connState) record(proto string, start time.Time) Record {
 
 // decided copies an authorization decision into the record.
 func (r *Record) decided(d *Decision) {
-	if d == nil {
-		return
-	}
 	r.Policy, r.Rule = d.Policy, d.Rule
 	r.AuditPolicy, r.AuditRule = d.AuditPolicy, d.AuditRule
 }

@@ -64,6 +64,15 @@ type h1Exchange struct {
 	values recentValues // its field values
 }
 
+// reuseString returns b as a string: prev, without allocating, when they are equal. A
+// keep-alive client sends the same Host, and often the same path, on every request.
+func reuseString(prev string, b []byte) string {
+	if prev == string(b) {
+		return prev
+	}
+	return string(b)
+}
+
 func skipExpect(name []byte) bool { return equalFoldASCII(name, "expect") }
 
 func skipInbound(name []byte) bool { return isXFCC(name) || equalFoldASCII(name, "expect") }
@@ -82,12 +91,13 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 	p, cs, req := ex.p, ex.cs, &ex.req
 	st := p.state.Load()
 	rec := &ex.rec
+	prevPath, prevAuthority := rec.Path, rec.Authority
 	*rec = cs.record("http/1.1", p.now())
 	rec.Method = internMethod(req.method())
 	if p.cfg.Observer != nil {
-		rec.Path = string(req.target())
+		rec.Path = reuseString(prevPath, req.target())
 		if v, ok := req.lookup("host"); ok {
-			rec.Authority = string(v)
+			rec.Authority = reuseString(prevAuthority, v)
 		}
 		rec.Headers = req
 	}
@@ -112,8 +122,7 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 			ar.Host = string(v)
 		}
 		ar.Headers = req
-		status, d := p.admit(ctx, cs, st, ar, target)
-		rec.decided(d)
+		status := p.admit(ctx, cs, st, ar, target, rec)
 		ar.Headers = nil
 		if status != 0 {
 			rec.Status = status

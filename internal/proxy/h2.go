@@ -55,9 +55,8 @@ func (p *Proxy) serveH2Request(w http.ResponseWriter, r *http.Request) {
 		ex.req = cs.request()
 		ar := &ex.req
 		ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, r.Method, r.URL.RequestURI(), r.Host, HTTPHeader(r.Header)
-		status, d := p.admit(r.Context(), cs, st, ar, r.URL.RequestURI())
+		status := p.admit(r.Context(), cs, st, ar, r.URL.RequestURI(), rec)
 		ar.Headers = nil
-		rec.decided(d)
 		if status != 0 {
 			rec.Status = status
 			body := denyBody(status)

@@ -260,21 +260,23 @@ func (p *Proxy) appForHost(cs *connState, st *compiled, host string) (app *appTa
 }
 
 // admit runs JWT authentication (HTTP only; target is the raw request target, since
-// fromParams reads the query) and then authorization for one inbound request. It
-// returns 0 to forward, or the status to answer with, and the deciding Decision.
-func (p *Proxy) admit(ctx context.Context, cs *connState, st *compiled, r *Request, target string) (int, *Decision) {
+// fromParams reads the query) and then authorization for one inbound request, and
+// records the deciding policy in rec. It returns 0 to forward, or the status to
+// answer with.
+func (p *Proxy) admit(ctx context.Context, cs *connState, st *compiled, r *Request, target string, rec *Record) int {
 	if r.HTTP && st.pol.RequestAuthn != nil {
 		auth, err := st.pol.RequestAuthn.Authenticate(ctx, r.Headers, target)
 		if err != nil {
 			p.log.Debug("request authentication failed", "peer", cs.peerPrincipal, "path", r.Path, "err", err)
-			return 401, nil
+			return 401
 		}
 		r.Auth = auth
 	}
 	if st.pol.Authorizer == nil {
-		return 0, nil
+		return 0
 	}
 	d := st.pol.Authorizer.Authorize(ctx, r)
+	rec.decided(&d)
 	if d.Policy != "" {
 		if old := cs.policy.Load(); old == nil || *old != d.Policy {
 			pol := d.Policy
@@ -284,11 +286,11 @@ func (p *Proxy) admit(ctx context.Context, cs *connState, st *compiled, r *Reque
 	if !d.Allow {
 		p.log.Debug("request denied", "peer", cs.peerPrincipal, "policy", d.Policy, "reason", d.Reason)
 		if d.Status != 0 {
-			return d.Status, &d
+			return d.Status
 		}
-		return 403, &d
+		return 403
 	}
-	return 0, &d
+	return 0
 }
 
 func (cs *connState) request() Request {

@@ -657,7 +657,7 @@ func TestMuxHealthCheck(t *testing.T) {
 // count is the sidecars' own: the garbage they make sets how often the collector runs
 // and, with the sidecar's GC target, how much memory it holds under load.
 func TestMuxRequestAllocs(t *testing.T) {
-	if raceEnabled {
+	if meshtest.RaceEnabled {
 		t.Skip("allocation counts do not hold under the race detector (sync.Pool drops items)")
 	}
 	const body = 1024

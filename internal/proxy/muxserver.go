@@ -289,8 +289,7 @@ func (p *Proxy) muxServeStream(ctx context.Context, cs *connState, mc *muxConn, 
 	ar := &mx.ar
 	*ar = cs.request()
 	ar.HTTP, ar.Method, ar.Path, ar.Host, ar.Headers = true, rec.Method, path, host, req
-	status, d := p.admit(ctx, cs, st, ar, ar.Path)
-	rec.decided(d)
+	status := p.admit(ctx, cs, st, ar, ar.Path, rec)
 	ar.Headers = nil
 	if status != 0 {
 		rec.Status = status

@@ -68,8 +68,7 @@ func (p *Proxy) serveInboundTCP(ctx context.Context, cs *connState, c net.Conn, 
 	rec := cs.record("tcp", cs.start)
 	defer p.observeTimed(&rec)
 	r := cs.request()
-	status, d := p.admit(ctx, cs, st, &r, "")
-	rec.decided(d)
+	status := p.admit(ctx, cs, st, &r, "", &rec)
 	if status != 0 {
 		rec.Denied = true
 		return

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	networking "istio.io/api/networking/v1alpha3"
@@ -30,7 +31,7 @@ func BuildPolicy(snap *config.Snapshot, w policy.Workload, td spiffeid.TrustDoma
 	}
 	pol := &proxy.Policy{
 		PeerAuthn:    peerAuthn(ix.PeerAuthentication(w)),
-		Authorizer:   authorizer{eng},
+		Authorizer:   newAuthorizer(eng),
 		Destinations: destinationRules{ix: ix, w: w},
 	}
 	for i, a := range ix.Mesh().GetTrustDomainAliases() {
@@ -65,11 +66,24 @@ func (m peerAuthn) MTLSMode(port uint32) security.PeerAuthentication_MutualTLS_M
 	return security.PeerAuthentication_MutualTLS_PERMISSIVE
 }
 
-// authorizer adapts *authz.Engine to proxy.Authorizer.
-type authorizer struct{ e *authz.Engine }
+// authorizer adapts *authz.Engine to proxy.Authorizer. Its authz.Requests are reused:
+// Evaluate keeps a pointer to its request out of the caller's frame (escape analysis
+// cannot see through the matchers), so a fresh one per request would be a heap
+// allocation on every inbound request.
+type authorizer struct {
+	e    *authz.Engine
+	reqs sync.Pool // *authz.Request
+}
 
-func (a authorizer) Authorize(ctx context.Context, r *proxy.Request) proxy.Decision {
-	ar := authz.Request{
+func newAuthorizer(e *authz.Engine) *authorizer { return &authorizer{e: e} }
+
+func (a *authorizer) Authorize(ctx context.Context, r *proxy.Request) proxy.Decision {
+	ar, _ := a.reqs.Get().(*authz.Request)
+	if ar == nil {
+		ar = new(authz.Request)
+	}
+	headers := ar.Headers[:0]
+	*ar = authz.Request{
 		TCP:             !r.HTTP,
 		SourceIP:        r.Source.Addr(),
 		DestinationIP:   r.Destination.Addr(),
@@ -80,19 +94,29 @@ func (a authorizer) Authorize(ctx context.Context, r *proxy.Request) proxy.Decis
 		Host:            r.Host,
 		Path:            r.Path,
 	}
-	if r.Headers != nil {
-		// Counted first so that the slice is allocated once, not grown per header.
-		n := 0
-		r.Headers.Each(func(string, string) { n++ })
-		ar.Headers = make([]authz.Header, 0, n)
-		r.Headers.Each(func(name, value string) { ar.Headers = append(ar.Headers, authz.Header{Name: name, Value: value}) })
+	// Each header line becomes two strings, so they are made only for an engine that
+	// can look at them.
+	if r.Headers != nil && a.e.ReadsHeaders() {
+		headers = appendHeaders(headers, r.Headers)
 	}
+	ar.Headers = headers
 	if r.Auth != nil {
 		ar.RequestPrincipal, ar.Audiences, ar.Presenter, ar.Claims = r.Auth.Principal, r.Auth.Audiences, r.Auth.Presenter, r.Auth.Claims
 	}
-	d := a.e.Evaluate(ctx, &ar)
+	d := a.e.Evaluate(ctx, ar)
+	clear(headers) // keep the slice, not the request's strings
+	if cap(headers) > 64 {
+		headers = nil // nor a large one
+	}
+	*ar = authz.Request{Headers: headers[:0]}
+	a.reqs.Put(ar)
 	return proxy.Decision{Allow: d.Allow, Status: d.Status, Policy: d.Policy, Rule: d.Rule,
 		AuditPolicy: d.Audit.Policy, AuditRule: d.Audit.Rule, Reason: d.Reason}
+}
+
+func appendHeaders(dst []authz.Header, h proxy.HeaderGetter) []authz.Header {
+	h.Each(func(name, value string) { dst = append(dst, authz.Header{Name: name, Value: value}) })
+	return dst
 }
 
 // jwtAuthn adapts *jwt.Authenticator (which reads an *http.Request) to the proxy.

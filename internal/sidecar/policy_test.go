@@ -10,6 +10,7 @@ import (
 	security "istio.io/api/security/v1beta1"
 
 	"github.com/meshguard/meshguard/internal/config"
+	"github.com/meshguard/meshguard/internal/meshtest"
 	"github.com/meshguard/meshguard/internal/policy"
 	"github.com/meshguard/meshguard/internal/proxy"
 )
@@ -121,4 +122,67 @@ func TestBuildPolicy(t *testing.T) {
 			t.Errorf("endpoint = %+v, want ratings' identity on port 15106", ep)
 		}
 	})
+}
+
+// The adapter hands the engine the request's headers only when a policy can read them,
+// and its reused requests carry nothing from one request into the next.
+func TestAuthorizerHeaders(t *testing.T) {
+	const policies = `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: block, namespace: default}
+spec:
+  selector: {matchLabels: {app: guarded}}
+  action: DENY
+  rules: [{when: [{key: "request.headers[x-block]", values: ["yes"]}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: get-only, namespace: default}
+spec:
+  selector: {matchLabels: {app: plain}}
+  rules: [{to: [{operation: {methods: ["GET"]}}]}]
+`
+	var l config.Loader
+	snap, _, err := l.LoadFiles(context.Background(), config.File{Name: "mesh.yaml", Data: []byte(policies)})
+	if err != nil {
+		t.Fatalf("LoadFiles: %v", err)
+	}
+	td := spiffeid.RequireTrustDomainFromString("cluster.local")
+	authorizerFor := func(app string) proxy.Authorizer {
+		pol, err := BuildPolicy(snap, policy.Workload{Namespace: "default", Name: app, Labels: map[string]string{"app": app}}, td, nil, nil)
+		if err != nil {
+			t.Fatalf("BuildPolicy(%s): %v", app, err)
+		}
+		return pol.Authorizer
+	}
+	req := func(headers proxy.HTTPHeader) *proxy.Request {
+		return &proxy.Request{HTTP: true, Method: "GET", Path: "/", Host: "guarded",
+			SourcePrincipal: "cluster.local/ns/default/sa/client",
+			Destination:     netip.MustParseAddrPort("127.0.0.1:9080"), Headers: headers}
+	}
+	blocked := proxy.HTTPHeader{"X-Block": {"yes"}, "User-Agent": {"test"}}
+	other := proxy.HTTPHeader{"User-Agent": {"test"}}
+
+	guarded := authorizerFor("guarded")
+	for i, tc := range []struct {
+		headers proxy.HTTPHeader
+		allow   bool
+	}{{blocked, false}, {other, true}, {nil, true}, {blocked, false}, {other, true}} {
+		if d := guarded.Authorize(context.Background(), req(tc.headers)); d.Allow != tc.allow {
+			t.Errorf("request %d with headers %v: Authorize = %+v, want allow=%v", i, tc.headers, d, tc.allow)
+		}
+	}
+
+	plain := authorizerFor("plain")
+	r := req(blocked)
+	if d := plain.Authorize(context.Background(), r); !d.Allow || d.Policy != "default/get-only" {
+		t.Fatalf("Authorize = %+v, want allowed by default/get-only", d)
+	}
+	if meshtest.RaceEnabled {
+		t.Skip("allocation counts do not hold under the race detector (sync.Pool drops items)")
+	}
+	if n := testing.AllocsPerRun(200, func() { plain.Authorize(context.Background(), r) }); n != 0 {
+		t.Errorf("Authorize allocates %.1f times per request for policies that read no header; want 0", n)
+	}
 }
