@@ -113,13 +113,14 @@ func (ex *h1Exchange) exchange(ctx context.Context) bool {
 	extra := ""
 	if cs.dir == Inbound {
 		ar := &ex.ar
+		prevPath, prevHost := ar.Path, ar.Host
 		*ar = cs.request()
 		ar.HTTP = true
 		ar.Method = rec.Method
-		target := string(req.target())
+		target := reuseString(prevPath, req.target())
 		ar.Path = target
 		if v, ok := req.lookup("host"); ok {
-			ar.Host = string(v)
+			ar.Host = reuseString(prevHost, v)
 		}
 		ar.Headers = req
 		status := p.admit(ctx, cs, st, ar, target, rec)
