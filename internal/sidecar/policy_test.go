@@ -64,12 +64,19 @@ spec:
   serviceAccount: ratings
 `
 
-func TestBuildPolicy(t *testing.T) {
+// loadSnapshot loads YAML as one config file.
+func loadSnapshot(t *testing.T, yaml string) *config.Snapshot {
+	t.Helper()
 	var l config.Loader
-	snap, _, err := l.LoadFiles(context.Background(), config.File{Name: "mesh.yaml", Data: []byte(meshYAML)})
+	snap, _, err := l.LoadFiles(context.Background(), config.File{Name: "mesh.yaml", Data: []byte(yaml)})
 	if err != nil {
 		t.Fatalf("LoadFiles: %v", err)
 	}
+	return snap
+}
+
+func TestBuildPolicy(t *testing.T) {
+	snap := loadSnapshot(t, meshYAML)
 	w := policy.Workload{Namespace: "default", Name: "reviews-1", ServiceAccount: "reviews", Labels: map[string]string{"app": "reviews"}}
 	td := spiffeid.RequireTrustDomainFromString("cluster.local")
 	pol, err := BuildPolicy(snap, w, td, nil, nil)
@@ -143,11 +150,7 @@ spec:
   selector: {matchLabels: {app: plain}}
   rules: [{to: [{operation: {methods: ["GET"]}}]}]
 `
-	var l config.Loader
-	snap, _, err := l.LoadFiles(context.Background(), config.File{Name: "mesh.yaml", Data: []byte(policies)})
-	if err != nil {
-		t.Fatalf("LoadFiles: %v", err)
-	}
+	snap := loadSnapshot(t, policies)
 	td := spiffeid.RequireTrustDomainFromString("cluster.local")
 	authorizerFor := func(app string) proxy.Authorizer {
 		pol, err := BuildPolicy(snap, policy.Workload{Namespace: "default", Name: app, Labels: map[string]string{"app": app}}, td, nil, nil)
