@@ -473,15 +473,21 @@ func parseChunkSize(line []byte) (int64, error) {
 	return 0, errBadChunk
 }
 
+// writeInt writes n in decimal into bw's free space: strconv.Itoa allocates above 99,
+// and every status code is.
+func writeInt(bw *bufio.Writer, n int) {
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(n), 10)) //nolint:errcheck // bufio keeps the first error for Flush
+}
+
 // simpleResponse writes a complete small response the proxy itself generates.
 func simpleResponse(bw *bufio.Writer, status int, body string, closeConn bool) error {
-	bw.WriteString("HTTP/1.1 ")                    //nolint:errcheck
-	bw.WriteString(strconv.Itoa(status))           //nolint:errcheck
+	bw.WriteString("HTTP/1.1 ") //nolint:errcheck
+	writeInt(bw, status)
 	bw.WriteString(" ")                            //nolint:errcheck
 	bw.WriteString(statusText(status))             //nolint:errcheck
 	bw.WriteString("\r\ncontent-type: text/plain") //nolint:errcheck
 	bw.WriteString("\r\ncontent-length: ")         //nolint:errcheck
-	bw.WriteString(strconv.Itoa(len(body)))        //nolint:errcheck
+	writeInt(bw, len(body))
 	if closeConn {
 		bw.WriteString("\r\nconnection: close") //nolint:errcheck
 	}

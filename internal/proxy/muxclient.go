@@ -418,11 +418,11 @@ func (ex *h1Exchange) exchangeMux(ctx context.Context, rt *route, hasBody bool) 
 		length = n
 	}
 	chunked := false
-	bw.WriteString("HTTP/1.1 ")          //nolint:errcheck // bufio keeps the first error for Flush
-	bw.WriteString(strconv.Itoa(status)) //nolint:errcheck
-	bw.WriteString(" ")                  //nolint:errcheck
-	bw.WriteString(statusText(status))   //nolint:errcheck
-	bw.WriteString("\r\n")               //nolint:errcheck
+	bw.WriteString("HTTP/1.1 ") //nolint:errcheck // bufio keeps the first error for Flush
+	writeInt(bw, status)
+	bw.WriteString(" ")                //nolint:errcheck
+	bw.WriteString(statusText(status)) //nolint:errcheck
+	bw.WriteString("\r\n")             //nolint:errcheck
 	for _, f := range hdrs {
 		if isH2Hop([]byte(f.Name)) {
 			continue
