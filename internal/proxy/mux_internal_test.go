@@ -315,3 +315,39 @@ func TestMuxWritesCoalesce(t *testing.T) {
 		})
 	}
 }
+
+// TestMuxBatchCap: however many streams answer together, one write carries at most
+// muxMaxBatch of them, so the peer starts on the first ones while the rest are made;
+// and every answer still goes out.
+func TestMuxBatchCap(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const n = 3*muxMaxBatch + 2
+	var w countingWriter
+	mc := newMuxConn(nil, bufio.NewReader(strings.NewReader("")), bufio.NewWriterSize(&w, 64<<10), true)
+	fields := []hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-length", Value: "0"}}
+	mc.active = n
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := mc.writeHeaders(uint32(2*i+1), fields, true, true); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if w.writes < n/muxMaxBatch {
+		t.Errorf("%d streams answering together made %d writes, want at least %d", n, w.writes, n/muxMaxBatch)
+	}
+	off := 0
+	for i, size := range w.sizes {
+		if streams, _ := framesIn(t, w.Bytes()[off:off+size]); len(streams) > muxMaxBatch {
+			t.Errorf("write %d carried %d streams, want at most %d", i, len(streams), muxMaxBatch)
+		}
+		off += size
+	}
+	if _, ended := framesIn(t, w.Bytes()); len(ended) != n {
+		t.Errorf("the connection carried the end of %d streams, want %d", len(ended), n)
+	}
+}
