@@ -258,20 +258,7 @@ func TestMuxWritesCoalesce(t *testing.T) {
 				}
 				return mc.writeData(s, body, true, true)
 			}
-			round := func(first uint32) {
-				mc.active = n
-				var wg sync.WaitGroup
-				for i := range n {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						if err := answer(first + uint32(2*i)); err != nil {
-							t.Error(err)
-						}
-					}()
-				}
-				wg.Wait()
-			}
+			round := func(first uint32) { answerTogether(t, mc, n, first, answer) }
 			round(1)
 			if w.writes > tc.maxWrites {
 				t.Errorf("%d streams answering together made %d writes, want at most %d", n, w.writes, tc.maxWrites)
@@ -316,6 +303,24 @@ func TestMuxWritesCoalesce(t *testing.T) {
 	}
 }
 
+// answerTogether runs answer for n streams (IDs first, first+2, ...) at once, as
+// streams that finish together do, with mc counting them in flight.
+func answerTogether(t *testing.T, mc *muxConn, n int, first uint32, answer func(id uint32) error) {
+	t.Helper()
+	mc.active = n
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := answer(first + uint32(2*i)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // TestMuxBatchCap: however many streams answer together, one write carries at most
 // muxMaxBatch of them, so the peer starts on the first ones while the rest are made;
 // and every answer still goes out.
@@ -325,18 +330,7 @@ func TestMuxBatchCap(t *testing.T) {
 	var w countingWriter
 	mc := newMuxConn(nil, bufio.NewReader(strings.NewReader("")), bufio.NewWriterSize(&w, 64<<10), true)
 	fields := []hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-length", Value: "0"}}
-	mc.active = n
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := mc.writeHeaders(uint32(2*i+1), fields, true, true); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
+	answerTogether(t, mc, n, 1, func(id uint32) error { return mc.writeHeaders(id, fields, true, true) })
 	if w.writes < n/muxMaxBatch {
 		t.Errorf("%d streams answering together made %d writes, want at least %d", n, w.writes, n/muxMaxBatch)
 	}
