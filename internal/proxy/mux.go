@@ -70,14 +70,13 @@ type muxConn struct {
 	fr     *http2.Framer
 	server bool
 
-	wmu       sync.Mutex // fr writes, bw, henc, hbuf, flushOwed, owed, yielded, eager
-	wwait     atomic.Int32
-	flushOwed bool // frames a writer left in bw for the next one to flush
-	owed      int  // streams that asked for a flush since the last one
-	yielded   int  // writers in unlockW's yield, the last of which flushes
-	eager     bool // the last flush was batched: the next goes at once
-	henc      *hpack.Encoder
-	hbuf      bytes.Buffer
+	wmu     sync.Mutex // fr writes, bw, henc, hbuf, owed, yielded, eager
+	wwait   atomic.Int32
+	owed    int  // streams whose frames wait in bw for a flush (one writer does it)
+	yielded int  // writers in unlockW's yield, the last of which flushes
+	eager   bool // the last flush was batched: the next goes at once
+	henc    *hpack.Encoder
+	hbuf    bytes.Buffer
 
 	// reader goroutine only: the HPACK decoder and the header block it decodes into
 	hdec   *hpack.Decoder
@@ -251,7 +250,7 @@ func (mc *muxConn) lockW() {
 // unlockW releases the write lock; flush asks for the caller's frames to be sent.
 //
 // Concurrent streams should share one write(2) and one TLS record rather than pay one
-// each, so a flush is owed (flushOwed) until one writer does it for everybody:
+// each, so a flush is owed (owed > 0) until one writer does it for everybody:
 //   - a writer that finds another waiting for the lock leaves the flush to it;
 //   - a sidecar runs on one CPU, though, where its goroutines take turns and the lock
 //     is hardly ever contended: so while other streams of the connection are in
@@ -281,13 +280,12 @@ func (mc *muxConn) unlockW(flush bool, err error) error {
 		return err
 	}
 	if flush {
-		mc.flushOwed = true
 		mc.owed++
 	}
-	if mc.flushOwed && mc.owed >= muxMaxBatch {
+	if mc.owed >= muxMaxBatch {
 		return mc.flushUnlock(mc.eager)
 	}
-	if !mc.flushOwed || mc.yielded > 0 {
+	if mc.owed == 0 || mc.yielded > 0 {
 		mc.wmu.Unlock()
 		return nil
 	}
@@ -299,7 +297,7 @@ func (mc *muxConn) unlockW(flush bool, err error) error {
 		runtime.Gosched()
 		mc.lockW()
 		mc.yielded--
-		if !mc.flushOwed || mc.yielded > 0 { // flushed already, or a later yielder will
+		if mc.owed == 0 || mc.yielded > 0 { // flushed already, or a later yielder will
 			mc.wmu.Unlock()
 			return nil
 		}
@@ -315,7 +313,7 @@ func (mc *muxConn) unlockW(flush bool, err error) error {
 // flush does.
 func (mc *muxConn) flushUnlock(eager bool) error {
 	err := mc.bw.Flush()
-	mc.flushOwed, mc.owed, mc.eager = false, 0, eager
+	mc.owed, mc.eager = 0, eager
 	mc.wmu.Unlock()
 	return err
 }
